@@ -1,0 +1,507 @@
+"""A cluster of two-NUMA hosts and the VMs placed on them, as plain numpy arrays.
+
+The :class:`Cluster` is the VM-rescheduling twin's state. It answers "where can this VM go?" for
+every host at once (:meth:`Cluster.feasible_destinations`), performs live migrations that respect
+NUMA capacity, anti-affinity and migratability (:meth:`Cluster.migrate`, refused moves change
+nothing), undoes them, and keeps the fragment-rate metrics up to date per migration rather than by
+recomputing them (the tests check the two always agree).
+
+Placement model. A VM either sits on one NUMA node (``span == 1``) or is split over both
+(``span == 2``). ``vm_cpu[v]`` / ``vm_mem[v]`` hold its usage in *canonical* order: for a 1-NUMA
+VM ``[usage, 0]``; for a split VM ``[usage on node 0, usage on node 1]``. A destination is a pair
+``(host, placement)`` with ``placement`` in ``{0, 1}``: for a 1-NUMA VM the NUMA node it lands on;
+a split VM keeps its split, so only placement 0 exists for it. Moving within the same host is not a
+migration and is never feasible.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from digital_twin.vm.metrics import FRAGMENT_SIZES, fragment_rate, free_from_placements, type_fit_counts
+
+ACTIVE_STATUS = "ACTIVE"
+
+
+class InfeasibleMigrationError(ValueError):
+    """A migration that would break a constraint; the cluster is left unchanged."""
+
+
+@dataclass(frozen=True)
+class VMType:
+    """An instance type new VMs are created from (``vm_type_list[]`` in the VMR2L schema)."""
+
+    name: str
+    request_cpu: int
+    request_mem_mb: float
+    numa: int  # how many NUMA nodes a new VM of this type spans: 1 or 2
+    expected_newly_created_num: int = 0
+    weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeploymentSet:
+    """Anti-affinity: no two members may share a host (or a rack, by ``granularity``)."""
+
+    granularity: str  # "host" or "rack"
+    members: np.ndarray  # (M,) VM indices
+
+
+@dataclass
+class Migration:
+    """One live migration: VM ``vm`` moved from ``(from_host, from_placement)``."""
+
+    vm: int
+    from_host: int
+    from_placement: int
+    to_host: int
+    to_placement: int
+    mem_mb: float
+
+
+@dataclass
+class Cluster:
+    """Hosts, VMs and placements of one cluster.
+
+    Static arrays describe hosts and VMs; ``vm_host`` / ``vm_placement`` and the free-capacity
+    arrays change with migrations. Construct with the fields below, then use the methods; the free
+    capacity and all metrics are derived at construction.
+
+    Shapes:
+        numa_cpu_total, numa_mem_total, free_cpu, free_mem: (H, 2)
+        host_active, host_rack: (H,)
+        vm_type, vm_host, vm_placement, vm_span, vm_allow_migration: (V,)
+        vm_cpu, vm_mem: (V, 2)
+    """
+
+    name: str
+    vm_types: list[VMType]
+    host_ids: list[str]
+    host_status: list[str]
+    numa_cpu_total: np.ndarray  # (H, 2) int64 vCPU
+    numa_mem_total: np.ndarray  # (H, 2) float64 MB of huge-page memory
+    host_rack: np.ndarray  # (H,) int64 rack code (for rack-level anti-affinity)
+    vm_ids: list[str]
+    vm_type: np.ndarray  # (V,) int64 index into vm_types
+    vm_host: np.ndarray  # (V,) int64 host index
+    vm_placement: np.ndarray  # (V,) int64: NUMA node of a 1-NUMA VM, 0 for a split VM
+    vm_span: np.ndarray  # (V,) int64: 1 or 2 NUMA nodes
+    vm_cpu: np.ndarray  # (V, 2) int64 canonical usage (see module docstring)
+    vm_mem: np.ndarray  # (V, 2) float64 canonical usage (MB)
+    vm_allow_migration: np.ndarray  # (V,) bool
+    deployment_sets: list[DeploymentSet] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # serialisation-only data (snapshot writer)
+
+    def __post_init__(self) -> None:
+        self.numa_cpu_total = np.asarray(self.numa_cpu_total, dtype=np.int64)
+        self.numa_mem_total = np.asarray(self.numa_mem_total, dtype=np.float64)
+        self.host_rack = np.asarray(self.host_rack, dtype=np.int64)
+        self.vm_type = np.asarray(self.vm_type, dtype=np.int64)
+        self.vm_host = np.asarray(self.vm_host, dtype=np.int64).copy()
+        self.vm_placement = np.asarray(self.vm_placement, dtype=np.int64).copy()
+        self.vm_span = np.asarray(self.vm_span, dtype=np.int64)
+        self.vm_cpu = np.asarray(self.vm_cpu, dtype=np.int64)
+        self.vm_mem = np.asarray(self.vm_mem, dtype=np.float64)
+        self.vm_allow_migration = np.asarray(self.vm_allow_migration, dtype=bool)
+        self.host_active = np.array([s == ACTIVE_STATUS for s in self.host_status], dtype=bool)
+        self._has_inactive = not bool(self.host_active.all())
+        self._host_index = {h: i for i, h in enumerate(self.host_ids)}
+        self._vm_index = {v: i for i, v in enumerate(self.vm_ids)}
+        self._vm_sets: dict[int, list[DeploymentSet]] = {}
+        for dset in self.deployment_sets:
+            for member in dset.members.tolist():
+                self._vm_sets.setdefault(member, []).append(dset)
+        self._type_cpu = np.array([t.request_cpu for t in self.vm_types], dtype=np.int64)
+        self._type_mem = np.array([t.request_mem_mb for t in self.vm_types], dtype=np.float64)
+        self._type_span = np.array([t.numa for t in self.vm_types], dtype=np.int64)
+        self._build_shapes()
+        self.free_cpu, self.free_mem = free_from_placements(
+            self.numa_cpu_total, self.numa_mem_total, self.vm_host, *self.vm_node_usage()
+        )
+        self.history: list[Migration] = []
+        self.memory_moved_mb = 0.0
+        self._recompute_fragment_sums()
+        self._fit_counts = self._compute_fit_counts()
+        self._fit_dirty: set[int] = set()
+
+    # ------------------------------------------------------------------ sizes and lookups
+    @property
+    def num_hosts(self) -> int:
+        return len(self.host_ids)
+
+    @property
+    def num_vms(self) -> int:
+        return len(self.vm_ids)
+
+    def host_index(self, host_id: str) -> int:
+        """Index of a host by its id."""
+        return self._host_index[host_id]
+
+    def vm_index(self, vm_id: str) -> int:
+        """Index of a VM by its id."""
+        return self._vm_index[vm_id]
+
+    def vm_node_usage(self) -> tuple[np.ndarray, np.ndarray]:
+        """CPU and memory each VM uses on NUMA node 0 and node 1 of its current host.
+
+        Returns:
+            ``(cpu, mem)``, each (V, 2): the canonical usage, swapped for placement 1.
+        """
+        swap = (self.vm_placement == 1)[:, None]
+        cpu = np.where(swap, self.vm_cpu[:, ::-1], self.vm_cpu)
+        mem = np.where(swap, self.vm_mem[:, ::-1], self.vm_mem)
+        return cpu, mem
+
+    def _build_shapes(self) -> None:
+        # VMs of the same (span, usage) have the same feasible destinations; grouping them lets
+        # masks for all VMs be computed once per shape.
+        key = np.concatenate(
+            [self.vm_span[:, None].astype(np.float64), self.vm_cpu.astype(np.float64), self.vm_mem], axis=1
+        )
+        if len(key):
+            shapes, self.vm_shape = np.unique(key, axis=0, return_inverse=True)
+        else:
+            shapes, self.vm_shape = np.zeros((0, 5)), np.zeros(0, dtype=np.int64)
+        self.vm_shape = self.vm_shape.reshape(-1).astype(np.int64)
+        self._shape_span = shapes[:, 0].astype(np.int64)
+        self._shape_cpu = shapes[:, 1:3].astype(np.int64)
+        self._shape_mem = shapes[:, 3:5]
+
+    # ------------------------------------------------------------------ feasibility
+    def feasible_destinations(self, vm: int) -> np.ndarray:
+        """Where VM ``vm`` may migrate to now.
+
+        Feasible means: the VM may migrate, the destination host is active and is not its current
+        host, the NUMA node(s) of the placement have the free CPU and memory, and no member of the
+        VM's anti-affinity sets is on that host (or rack).
+
+        Args:
+            vm: VM index.
+
+        Returns:
+            (H, 2) bool: ``mask[host, placement]``.
+        """
+        if not self.vm_allow_migration[vm]:
+            return np.zeros((self.num_hosts, 2), dtype=bool)
+        cpu = self.vm_cpu[vm]
+        mem = self.vm_mem[vm]
+        free_cpu, free_mem = self.free_cpu, self.free_mem
+        if self.vm_span[vm] == 1:
+            mask = (free_cpu >= cpu[0]) & (free_mem >= mem[0])
+        else:
+            mask = np.zeros((self.num_hosts, 2), dtype=bool)
+            mask[:, 0] = (
+                (free_cpu[:, 0] >= cpu[0]) & (free_cpu[:, 1] >= cpu[1])
+                & (free_mem[:, 0] >= mem[0]) & (free_mem[:, 1] >= mem[1])
+            )
+        mask[self.vm_host[vm]] = False
+        if self._has_inactive:
+            mask[~self.host_active] = False
+        if vm in self._vm_sets:
+            mask[self._anti_affinity_blocked(vm)] = False
+        return mask
+
+    def _anti_affinity_blocked(self, vm: int) -> np.ndarray:
+        """(H,) bool: hosts VM ``vm`` may not go to because of its deployment sets."""
+        blocked = np.zeros(self.num_hosts, dtype=bool)
+        for dset in self._vm_sets.get(vm, ()):
+            others = dset.members[dset.members != vm]
+            if dset.granularity == "rack":
+                blocked |= np.isin(self.host_rack, self.host_rack[self.vm_host[others]])
+            else:
+                blocked[self.vm_host[others]] = True
+        return blocked
+
+    def feasible_destinations_all(self) -> np.ndarray:
+        """Feasible destinations of every VM at once.
+
+        Returns:
+            (V, H, 2) bool, row ``v`` equal to ``feasible_destinations(v)``.
+        """
+        shape_mask = self._shape_masks()
+        mask = shape_mask[self.vm_shape]
+        mask[np.arange(self.num_vms), self.vm_host] = False
+        mask[~self.vm_allow_migration] = False
+        for vm in self._vm_sets:
+            if self.vm_allow_migration[vm]:
+                mask[vm, self._anti_affinity_blocked(vm)] = False
+        return mask
+
+    def _shape_masks(self) -> np.ndarray:
+        """(K, H, 2) bool: capacity feasibility per VM shape on active hosts (own host included)."""
+        free_cpu, free_mem = self.free_cpu[None], self.free_mem[None]
+        cpu, mem = self._shape_cpu[:, :, None, None], self._shape_mem[:, :, None, None]
+        # fits[k, j, h, n]: part j of shape k fits on node n of host h.
+        fits = (free_cpu[:, None] >= cpu) & (free_mem[:, None] >= mem)
+        span2 = self._shape_span == 2
+        mask = np.where(span2[:, None, None], False, fits[:, 0])
+        both = fits[:, 0, :, 0] & fits[:, 1, :, 1]
+        mask[span2, :, 0] = both[span2]
+        if self._has_inactive:
+            mask[:, ~self.host_active] = False
+        return mask
+
+    def movable_vms(self) -> np.ndarray:
+        """(V,) bool: which VMs have at least one feasible destination now."""
+        shape_any = self._shape_masks().any(axis=2)  # (K, H)
+        count = shape_any.sum(axis=1)
+        own = shape_any[self.vm_shape, self.vm_host]
+        movable = (count[self.vm_shape] - own) > 0
+        movable &= self.vm_allow_migration
+        for vm in self._vm_sets:
+            if movable[vm]:
+                movable[vm] = bool(self.feasible_destinations(vm).any())
+        return movable
+
+    def check_migration(self, vm: int, host: int, placement: int) -> str | None:
+        """Why migrating ``vm`` to ``(host, placement)`` is infeasible, or None when it is feasible."""
+        if not 0 <= vm < self.num_vms:
+            return f"VM index {vm} out of range [0, {self.num_vms})"
+        if not 0 <= host < self.num_hosts:
+            return f"host index {host} out of range [0, {self.num_hosts})"
+        if placement not in (0, 1):
+            return f"placement must be 0 or 1, got {placement!r}"
+        vm_id, host_id = self.vm_ids[vm], self.host_ids[host]
+        if not self.vm_allow_migration[vm]:
+            return f"VM {vm_id} does not allow migration"
+        if host == self.vm_host[vm]:
+            return f"VM {vm_id} is already on host {host_id}"
+        if not self.host_active[host]:
+            return f"host {host_id} is not active (status {self.host_status[host]!r})"
+        span = int(self.vm_span[vm])
+        if span == 2 and placement != 0:
+            return f"VM {vm_id} spans both NUMA nodes: only placement 0 exists"
+        cpu, mem = self.vm_cpu[vm].tolist(), self.vm_mem[vm].tolist()
+        if placement == 1:
+            cpu, mem = cpu[::-1], mem[::-1]
+        free_cpu, free_mem = self.free_cpu[host].tolist(), self.free_mem[host].tolist()
+        for node in (0, 1):
+            if cpu[node] > free_cpu[node]:
+                return f"host {host_id} NUMA {node} has {free_cpu[node]} vCPU free, VM {vm_id} needs {cpu[node]}"
+            if mem[node] > free_mem[node]:
+                return f"host {host_id} NUMA {node} has {free_mem[node]} MB free, VM {vm_id} needs {mem[node]}"
+        if vm in self._vm_sets and self._anti_affinity_blocked(vm)[host]:
+            return f"anti-affinity: another member of VM {vm_id}'s deployment set is on host {host_id}'s {self._vm_sets[vm][0].granularity}"
+        return None
+
+    # ------------------------------------------------------------------ migrations
+    def migrate(self, vm: int, host: int, placement: int = 0) -> Migration:
+        """Live-migrate VM ``vm`` to ``(host, placement)``.
+
+        Raises:
+            InfeasibleMigrationError: the move breaks a constraint; nothing changed.
+
+        Returns:
+            The migration performed (also appended to :attr:`history`).
+        """
+        reason = self.check_migration(vm, host, placement)
+        if reason is not None:
+            raise InfeasibleMigrationError(f"cluster {self.name}: cannot migrate: {reason}")
+        move = Migration(
+            vm=vm,
+            from_host=int(self.vm_host[vm]),
+            from_placement=int(self.vm_placement[vm]),
+            to_host=host,
+            to_placement=placement,
+            mem_mb=float(self.vm_mem[vm].sum()),
+        )
+        self._move(vm, move.from_host, move.from_placement, host, placement)
+        self.history.append(move)
+        self.memory_moved_mb += move.mem_mb
+        return move
+
+    def undo(self) -> Migration:
+        """Revert the most recent migration.
+
+        Raises:
+            IndexError: there is nothing to undo.
+        """
+        if not self.history:
+            raise IndexError(f"cluster {self.name}: no migration to undo")
+        move = self.history.pop()
+        self._move(move.vm, move.to_host, move.to_placement, move.from_host, move.from_placement)
+        self.memory_moved_mb -= move.mem_mb
+        return move
+
+    def _move(self, vm: int, src: int, src_place: int, dst: int, dst_place: int) -> None:
+        """Move without checks, updating free capacity and the fragment sums of the touched nodes."""
+        cpu = self.vm_cpu[vm].tolist()
+        mem = self.vm_mem[vm].tolist()
+        free_cpu, free_mem = self.free_cpu, self.free_mem
+        active = self.host_active
+        src_active, dst_active = bool(active[src]), bool(active[dst])
+        for host, place, sign, counted in ((src, src_place, 1, src_active), (dst, dst_place, -1, dst_active)):
+            for part in (0, 1):
+                if cpu[part] == 0 and mem[part] == 0.0:
+                    continue
+                node = part ^ place
+                old = int(free_cpu[host, node])
+                new = old + sign * cpu[part]
+                free_cpu[host, node] = new
+                free_mem[host, node] += sign * mem[part]
+                if counted:
+                    self._free_sum += new - old
+                    for size in FRAGMENT_SIZES:
+                        self._frag_sums[size] += new % size - old % size
+        self.vm_host[vm] = dst
+        self.vm_placement[vm] = dst_place
+        self._fit_dirty.add(src)
+        self._fit_dirty.add(dst)
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def num_migrations(self) -> int:
+        return len(self.history)
+
+    def fragment_rate(self, size: int = 16) -> float:
+        """Fragment rate at ``size`` vCPU (16: VMR2L's FR), maintained incrementally."""
+        if size not in self._frag_sums:
+            return fragment_rate(self.free_cpu, self.host_active, size)
+        if self._free_sum == 0:
+            return 0.0
+        return self._frag_sums[size] / self._free_sum
+
+    def fragment_sums(self, size: int = 16) -> tuple[int, int]:
+        """``(sum of free_cpu mod size, sum of free_cpu)`` over active NUMA nodes: FR's numerator and denominator.
+
+        Several clusters' FR is ``sum(numerators) / sum(denominators)``.
+        """
+        if size not in self._frag_sums:
+            free = self.free_cpu[self.host_active]
+            return int((free % size).sum()), int(free.sum())
+        return self._frag_sums[size], self._free_sum
+
+    def _recompute_fragment_sums(self) -> None:
+        free = self.free_cpu[self.host_active]
+        self._free_sum = int(free.sum())
+        self._frag_sums = {size: int((free % size).sum()) for size in FRAGMENT_SIZES}
+
+    def _compute_fit_counts(self, hosts: np.ndarray | slice = slice(None)) -> np.ndarray:
+        return type_fit_counts(
+            self.free_cpu[hosts], self.free_mem[hosts], self.host_active[hosts],
+            self._type_cpu, self._type_mem, self._type_span,
+        )
+
+    def new_vm_capacity(self) -> dict[str, int]:
+        """How many new VMs of each listed type still fit, one type at a time.
+
+        Per-host counts are refreshed only for the hosts migrations touched since the last call.
+        """
+        if self._fit_dirty:
+            hosts = np.fromiter(self._fit_dirty, dtype=np.int64)
+            self._fit_counts[:, hosts] = self._compute_fit_counts(hosts)
+            self._fit_dirty.clear()
+        totals = self._fit_counts.sum(axis=1)
+        return {t.name: int(n) for t, n in zip(self.vm_types, totals)}
+
+    def metrics(self) -> dict[str, Any]:
+        """All tracked metrics: fragment rates, new-VM capacity per type, migrations, memory moved."""
+        out: dict[str, Any] = {"fragment_rate": self.fragment_rate(16)}
+        for size in FRAGMENT_SIZES:
+            out[f"fragment_rate_{size}"] = self.fragment_rate(size)
+        out["free_cpu"] = self._free_sum
+        out["new_vm_capacity"] = self.new_vm_capacity()
+        out["num_migrations"] = self.num_migrations
+        out["memory_moved_mb"] = self.memory_moved_mb
+        return out
+
+    def recompute_metrics(self) -> dict[str, Any]:
+        """The same metrics as :meth:`metrics`, from scratch (free capacity rebuilt from placements)."""
+        free_cpu, free_mem = free_from_placements(
+            self.numa_cpu_total, self.numa_mem_total, self.vm_host, *self.vm_node_usage()
+        )
+        out: dict[str, Any] = {"fragment_rate": fragment_rate(free_cpu, self.host_active, 16)}
+        for size in FRAGMENT_SIZES:
+            out[f"fragment_rate_{size}"] = fragment_rate(free_cpu, self.host_active, size)
+        out["free_cpu"] = int(free_cpu[self.host_active].sum())
+        counts = type_fit_counts(
+            free_cpu, free_mem, self.host_active, self._type_cpu, self._type_mem, self._type_span
+        ).sum(axis=1)
+        out["new_vm_capacity"] = {t.name: int(n) for t, n in zip(self.vm_types, counts)}
+        out["num_migrations"] = len(self.history)
+        out["memory_moved_mb"] = float(sum(m.mem_mb for m in self.history))
+        return out
+
+    # ------------------------------------------------------------------ copies
+    def copy(self) -> "Cluster":
+        """An independent copy (placements, free capacity, metrics and history)."""
+        new = _copy.copy(self)
+        for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_counts"):
+            setattr(new, name, getattr(self, name).copy())
+        new.history = list(self.history)
+        new._frag_sums = dict(self._frag_sums)
+        new._fit_dirty = set(self._fit_dirty)
+        return new
+
+    def capacity_violations(self) -> list[tuple[int, int]]:
+        """(host, node) pairs whose free CPU or memory is negative; empty for any reachable state."""
+        bad = np.argwhere((self.free_cpu < 0) | (self.free_mem < 0))
+        return [tuple(map(int, row)) for row in bad]
+
+
+def make_cluster(
+    name: str,
+    vm_types: Sequence[VMType],
+    host_ids: Sequence[str],
+    numa_cpu_total: np.ndarray,
+    numa_mem_total: np.ndarray,
+    vm_ids: Sequence[str],
+    vm_type: np.ndarray,
+    vm_host: np.ndarray,
+    vm_node_cpu: np.ndarray,
+    vm_node_mem: np.ndarray,
+    host_status: Sequence[str] | None = None,
+    host_rack: np.ndarray | None = None,
+    vm_allow_migration: np.ndarray | None = None,
+    deployment_sets: Sequence[DeploymentSet] = (),
+) -> Cluster:
+    """Build a :class:`Cluster` from per-node VM usage, the form traces and generators produce.
+
+    Args:
+        name: cluster name.
+        vm_types: the instance types (``vm_type`` indexes into them).
+        host_ids: one id per host.
+        numa_cpu_total: (H, 2) vCPU per NUMA node.
+        numa_mem_total: (H, 2) huge-page MB per NUMA node.
+        vm_ids: one id per VM.
+        vm_type: (V,) type index per VM.
+        vm_host: (V,) host index per VM.
+        vm_node_cpu: (V, 2) vCPU the VM uses on node 0 and node 1 (one of them 0 for a 1-NUMA VM).
+        vm_node_mem: (V, 2) MB the VM uses on node 0 and node 1.
+        host_status: per host; default all ``"ACTIVE"``.
+        host_rack: (H,) rack per host; default 0.
+        vm_allow_migration: (V,) default all True.
+        deployment_sets: anti-affinity sets.
+    """
+    vm_node_cpu = np.asarray(vm_node_cpu, dtype=np.int64).reshape(-1, 2)
+    vm_node_mem = np.asarray(vm_node_mem, dtype=np.float64).reshape(-1, 2)
+    on_node = (vm_node_cpu > 0) | (vm_node_mem > 0)
+    span = on_node.sum(axis=1)
+    if (span == 0).any():
+        raise ValueError(f"cluster {name}: VM {vm_ids[int(np.argmax(span == 0))]} uses no CPU or memory")
+    # A 1-NUMA VM on node 1 is stored canonically as [usage, 0] with placement 1.
+    placement = np.where((span == 1) & on_node[:, 1], 1, 0)
+    swap = (placement == 1)[:, None]
+    num_hosts, num_vms = len(host_ids), len(vm_ids)
+    return Cluster(
+        name=name,
+        vm_types=list(vm_types),
+        host_ids=list(host_ids),
+        host_status=list(host_status) if host_status is not None else [ACTIVE_STATUS] * num_hosts,
+        numa_cpu_total=numa_cpu_total,
+        numa_mem_total=numa_mem_total,
+        host_rack=host_rack if host_rack is not None else np.zeros(num_hosts, dtype=np.int64),
+        vm_ids=list(vm_ids),
+        vm_type=vm_type,
+        vm_host=vm_host,
+        vm_placement=placement,
+        vm_span=span,
+        vm_cpu=np.where(swap, vm_node_cpu[:, ::-1], vm_node_cpu),
+        vm_mem=np.where(swap, vm_node_mem[:, ::-1], vm_node_mem),
+        vm_allow_migration=vm_allow_migration if vm_allow_migration is not None else np.ones(num_vms, dtype=bool),
+        deployment_sets=list(deployment_sets),
+    )

@@ -62,6 +62,7 @@ class ConsistencyReport:
 
     file: str
     numa_nodes_checked: int = 0
+    numa_nodes_by_cluster: dict[str, int] = field(default_factory=dict)
     free_disagreements: list[FreeDisagreement] = field(default_factory=list)
     anti_affinity_violations: list[str] = field(default_factory=list)
 
@@ -81,15 +82,17 @@ class ConsistencyReport:
         if self.ok:
             return f"{self.file}: stored free CPU and memory agree with the placed VMs on all {self.numa_nodes_checked} NUMA nodes"
         lines = [f"{self.file}: stored free values disagree with the placed VMs (the twin uses the recomputed ones):"]
-        by_key: dict[tuple[str, str], list[FreeDisagreement]] = {}
-        for d in self.free_disagreements:
-            by_key.setdefault((d.cluster, d.field), []).append(d)
-        for (cluster, fname), items in by_key.items():
-            lines.append(f"  cluster {cluster}: {fname} disagrees on {len(items)} NUMA nodes")
-            for d in items[:examples]:
-                lines.append(
-                    f"    {d.path} (host {d.host_id}, NUMA {d.numa}): stored {d.stored:g}, recomputed {d.recomputed:g}"
-                )
+        for cluster, checked in self.numa_nodes_by_cluster.items():
+            for fname in ("free_cpu", "memory_huge_free_mb"):
+                items = [d for d in self.free_disagreements if d.cluster == cluster and d.field == fname]
+                if not items:
+                    lines.append(f"  cluster {cluster}: {fname} agrees on all {checked} NUMA nodes")
+                    continue
+                lines.append(f"  cluster {cluster}: {fname} disagrees on {len(items)} of {checked} NUMA nodes")
+                for d in items[:examples]:
+                    lines.append(
+                        f"    {d.path} (host {d.host_id}, NUMA {d.numa}): stored {d.stored:g}, recomputed {d.recomputed:g}"
+                    )
         for text in self.anti_affinity_violations:
             lines.append(f"  anti-affinity already violated: {text}")
         return "\n".join(lines)
@@ -408,6 +411,7 @@ def _read_cluster(
             f"of {cpu_total[h, node]} / {mem_total[h, node]:g}",
         )
     report.numa_nodes_checked += 2 * num_hosts
+    report.numa_nodes_by_cluster[str(name)] = 2 * num_hosts
     for fname, stored, recomputed in (("free_cpu", stored_cpu, free_cpu), ("memory_huge_free_mb", stored_mem, free_mem)):
         for h, node in np.argwhere(stored != recomputed).tolist():
             report.free_disagreements.append(FreeDisagreement(
@@ -432,8 +436,11 @@ def _read_cluster(
                 members.append(vm_index[str(vid)])
             members_arr = np.array(sorted(set(members)), dtype=np.int64)
             dsets.append(DeploymentSet(gran, members_arr))
-    rack_codes = {v: i for i, v in enumerate(dict.fromkeys(map(str, rack_raw)))}
-    host_rack = np.array([rack_codes[str(x)] for x in rack_raw], dtype=np.int64)
+    if all(isinstance(x, int) for x in rack_raw):
+        host_rack = np.array(rack_raw, dtype=np.int64)
+    else:  # string (or missing) rack ids: code them in order of appearance
+        rack_codes = {v: i for i, v in enumerate(dict.fromkeys(map(str, rack_raw)))}
+        host_rack = np.array([rack_codes[str(x)] for x in rack_raw], dtype=np.int64)
     for k, ds in enumerate(dsets):
         where = vm_host[ds.members] if ds.granularity == "host" else host_rack[vm_host[ds.members]]
         if len(np.unique(where)) < len(where):

@@ -3,6 +3,7 @@
     python -m digital_twin.vm demo                     # bundled real snapshot, greedy plan
     python -m digital_twin.vm demo --snapshot FILE --budget 50
     python -m digital_twin.vm info FILE                # load, report disagreements, print metrics
+    python -m digital_twin.vm replay --split dev --hosts 236 --fractions 0.75 1.0 --out-dir snaps/
 """
 
 from __future__ import annotations
@@ -76,6 +77,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from digital_twin.vm.azure_replay import TraceFormatError, describe, replay
+
+    try:
+        result = replay(args.split, num_hosts=args.hosts, fractions=args.fractions, seed=args.seed,
+                        load_scale=args.load_scale, target_utilisation=args.target_utilisation)
+    except TraceFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(describe(result))
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        # One cut per file: the cuts are states of the same hosts, and host ids are unique per document.
+        for fraction, cluster in zip(args.fractions, result.clusters):
+            path = out / f"azure_v1_{args.split}_h{args.hosts}_s{args.seed}_f{fraction:g}.json"
+            save_snapshot(Snapshot.from_clusters([cluster]), path)
+            print(f"saved {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m digital_twin.vm",
@@ -94,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("snapshot", help="VMR2L-schema JSON file")
     info.add_argument("--strict", action="store_true", help="refuse snapshots whose stored free values disagree")
     info.set_defaults(func=cmd_info)
+    rep = sub.add_parser("replay", help="replay the Azure V1 trace onto N hosts and cut snapshots")
+    rep.add_argument("--split", choices=["dev", "test"], default="dev", help="dev (training) or test (held out)")
+    rep.add_argument("--hosts", type=int, default=236, help="number of 88-vCPU two-NUMA hosts (default 236)")
+    rep.add_argument("--fractions", type=float, nargs="+", default=[0.75, 1.0],
+                     help="cut times as fractions of the trace span (default 0.75 1.0)")
+    rep.add_argument("--seed", type=int, default=0, help="seed for thinning, arrival jitter and lifetimes")
+    rep.add_argument("--load-scale", type=float, default=None, help="share of tenant batches kept (default: picked)")
+    rep.add_argument("--target-utilisation", type=float, default=0.85, help="utilisation the picked load scale aims at")
+    rep.add_argument("--out-dir", help="save each cut here in the VMR2L schema")
+    rep.set_defaults(func=cmd_replay)
     return parser
 
 

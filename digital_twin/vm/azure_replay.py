@@ -52,7 +52,7 @@ from __future__ import annotations
 import functools
 import re
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -356,8 +356,8 @@ def _parse_pair(flav_file: Path, dur_file: Path, flav_index: dict[str, int], num
         except KeyError:
             j, tok = next((j, t) for j, t in enumerate(ft, start=1) if t not in fmap)
             known = "".join(k for k in fmap if k != "|")
-            raise TraceFormatError(flav_file, n, f"token {j} {tok!r}",
-                                   f"unknown flavour (known: {known!r} from flav_map.txt)") from None
+            reason = "empty token (two commas in a row)" if tok == "" else f"unknown flavour (known: {known!r} from flav_map.txt)"
+            raise TraceFormatError(flav_file, n, f"token {j} {tok!r}", reason) from None
         try:
             dline = [dmap[t] for t in dt]
         except KeyError:
@@ -405,6 +405,8 @@ def _parse_pair(flav_file: Path, dur_file: Path, flav_index: dict[str, int], num
 
 def _duration_code(tok: str, file: Path, line: int, j: int, num_buckets: int) -> int:
     m = _DUR_TOKEN.fullmatch(tok)
+    if tok == "":
+        raise TraceFormatError(file, line, f"token {j} ''", "empty token (two commas in a row)")
     if m is None:
         raise TraceFormatError(file, line, f"token {j} {tok!r}",
                                "expected U<bucket> (ended before the cut), C<bucket> (censored) or '|'")
@@ -453,10 +455,9 @@ class ReplayResult:
     departure_s: np.ndarray  # (V,) sampled departure (inf: censored)
     kept: np.ndarray  # (V,) bool, kept by thinning
     host_of: np.ndarray  # (V,) host the VM was placed on; -1 not kept, rejected or arriving after the last cut
-    clipped_departures: int = 0
+    clipped_departures: int = 0  # uncensored VMs of the whole trace whose departure was clipped to the cut
     trace_span_s: float = 0.0
-    elapsed_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0  # wall time of the replay call (parse cached, load-scale pick and events)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -536,7 +537,7 @@ def replay(
             :func:`suggest_load_scale` for these cuts and ``target_utilisation``.
         target_utilisation: used when ``load_scale`` is None.
         host: host spec (default: 2 x 44 vCPU, 2 x 184,388 MB).
-        jitter: draw each batch's arrival within its 300 s bin (True) or put it at the bin's end.
+        jitter: draw each batch's arrival within its 300 s bin (True) or put it at the line's timestamp.
         data_dir: trace directory (default the bundled ``data/azure_vm_v1``).
 
     Returns:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import copy as _copy
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from digital_twin.vm.metrics import FRAGMENT_SIZES, fragment_rate, free_from_placements, type_fit_counts
+
+assert FRAGMENT_SIZES == (8, 16, 32), "Cluster._move unrolls the fragment sizes"
 
 ACTIVE_STATUS = "ACTIVE"
 
@@ -51,9 +53,8 @@ class DeploymentSet:
     members: np.ndarray  # (M,) VM indices
 
 
-@dataclass
-class Migration:
-    """One live migration: VM ``vm`` moved from ``(from_host, from_placement)``."""
+class Migration(NamedTuple):
+    """One live migration: VM ``vm`` moved from ``(from_host, from_placement)`` to ``(to_host, to_placement)``."""
 
     vm: int
     from_host: int
@@ -62,6 +63,8 @@ class Migration:
     to_placement: int
     mem_mb: float
 
+
+_new_tuple = tuple.__new__
 
 @dataclass
 class Cluster:
@@ -119,9 +122,19 @@ class Cluster:
         self._type_mem = np.array([t.request_mem_mb for t in self.vm_types], dtype=np.float64)
         self._type_span = np.array([t.numa for t in self.vm_types], dtype=np.int64)
         self._build_shapes()
+        # Per-VM Python scalars for the one-move hot path (numpy scalar access costs ~100 ns a time).
+        self._vm_cpu_t = [tuple(r) for r in self.vm_cpu.tolist()]
+        self._vm_mem_t = [tuple(r) for r in self.vm_mem.tolist()]
+        self._vm_mem_total = self.vm_mem.sum(axis=1).tolist()
+        self._vm_parts = [tuple(p for p in (0, 1) if c[p] or m[p]) for c, m in zip(self._vm_cpu_t, self._vm_mem_t)]
+        self._vm_span_l = self.vm_span.tolist()
+        self._allow_l = self.vm_allow_migration.tolist()
+        self._active_l = self.host_active.tolist()
+        self._num_vms, self._num_hosts = len(self.vm_ids), len(self.host_ids)
         self.free_cpu, self.free_mem = free_from_placements(
             self.numa_cpu_total, self.numa_mem_total, self.vm_host, *self.vm_node_usage()
         )
+        self._set_flat_views()
         self.history: list[Migration] = []
         self.memory_moved_mb = 0.0
         self._recompute_fragment_sums()
@@ -259,34 +272,38 @@ class Cluster:
 
     def check_migration(self, vm: int, host: int, placement: int) -> str | None:
         """Why migrating ``vm`` to ``(host, placement)`` is infeasible, or None when it is feasible."""
-        if not 0 <= vm < self.num_vms:
+        if not 0 <= vm < self._num_vms:
             return f"VM index {vm} out of range [0, {self.num_vms})"
-        if not 0 <= host < self.num_hosts:
+        if not 0 <= host < self._num_hosts:
             return f"host index {host} out of range [0, {self.num_hosts})"
-        if placement not in (0, 1):
+        if placement != 0 and placement != 1:
             return f"placement must be 0 or 1, got {placement!r}"
-        vm_id, host_id = self.vm_ids[vm], self.host_ids[host]
-        if not self.vm_allow_migration[vm]:
-            return f"VM {vm_id} does not allow migration"
-        if host == self.vm_host[vm]:
-            return f"VM {vm_id} is already on host {host_id}"
-        if not self.host_active[host]:
-            return f"host {host_id} is not active (status {self.host_status[host]!r})"
-        span = int(self.vm_span[vm])
-        if span == 2 and placement != 0:
-            return f"VM {vm_id} spans both NUMA nodes: only placement 0 exists"
-        cpu, mem = self.vm_cpu[vm].tolist(), self.vm_mem[vm].tolist()
-        if placement == 1:
-            cpu, mem = cpu[::-1], mem[::-1]
-        free_cpu, free_mem = self.free_cpu[host].tolist(), self.free_mem[host].tolist()
-        for node in (0, 1):
-            if cpu[node] > free_cpu[node]:
-                return f"host {host_id} NUMA {node} has {free_cpu[node]} vCPU free, VM {vm_id} needs {cpu[node]}"
-            if mem[node] > free_mem[node]:
-                return f"host {host_id} NUMA {node} has {free_mem[node]} MB free, VM {vm_id} needs {mem[node]}"
+        if not self._allow_l[vm]:
+            return f"VM {self.vm_ids[vm]} does not allow migration"
+        if host == self.vm_host.item(vm):
+            return f"VM {self.vm_ids[vm]} is already on host {self.host_ids[host]}"
+        if not self._active_l[host]:
+            return f"host {self.host_ids[host]} is not active (status {self.host_status[host]!r})"
+        if placement == 1 and self._vm_span_l[vm] == 2:
+            return f"VM {self.vm_ids[vm]} spans both NUMA nodes: only placement 0 exists"
+        cpu, mem = self._vm_cpu_t[vm], self._vm_mem_t[vm]
+        base = 2 * host
+        free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
+        for part in self._vm_parts[vm]:
+            node = part ^ placement
+            if cpu[part] > free_cpu[base + node] or mem[part] > free_mem[base + node]:
+                return self._capacity_reason(vm, host, node, cpu[part], mem[part])
         if vm in self._vm_sets and self._anti_affinity_blocked(vm)[host]:
-            return f"anti-affinity: another member of VM {vm_id}'s deployment set is on host {host_id}'s {self._vm_sets[vm][0].granularity}"
+            return (f"anti-affinity: another member of VM {self.vm_ids[vm]}'s deployment set is on host "
+                    f"{self.host_ids[host]}'s {self._vm_sets[vm][0].granularity}")
         return None
+
+    def _capacity_reason(self, vm: int, host: int, node: int, cpu: int, mem: float) -> str:
+        free_cpu, free_mem = int(self.free_cpu[host, node]), float(self.free_mem[host, node])
+        vm_id, host_id = self.vm_ids[vm], self.host_ids[host]
+        if cpu > free_cpu:
+            return f"host {host_id} NUMA {node} has {free_cpu} vCPU free, VM {vm_id} needs {cpu}"
+        return f"host {host_id} NUMA {node} has {free_mem} MB free, VM {vm_id} needs {mem}"
 
     # ------------------------------------------------------------------ migrations
     def migrate(self, vm: int, host: int, placement: int = 0) -> Migration:
@@ -301,17 +318,12 @@ class Cluster:
         reason = self.check_migration(vm, host, placement)
         if reason is not None:
             raise InfeasibleMigrationError(f"cluster {self.name}: cannot migrate: {reason}")
-        move = Migration(
-            vm=vm,
-            from_host=int(self.vm_host[vm]),
-            from_placement=int(self.vm_placement[vm]),
-            to_host=host,
-            to_placement=placement,
-            mem_mb=float(self.vm_mem[vm].sum()),
-        )
-        self._move(vm, move.from_host, move.from_placement, host, placement)
+        src, src_place, mem = self.vm_host.item(vm), self.vm_placement.item(vm), self._vm_mem_total[vm]
+        # tuple.__new__ skips NamedTuple's Python-level constructor (a third of a migration's cost).
+        move = _new_tuple(Migration, (vm, src, src_place, host, placement, mem))
+        self._move(vm, src, src_place, host, placement)
         self.history.append(move)
-        self.memory_moved_mb += move.mem_mb
+        self.memory_moved_mb += mem
         return move
 
     def undo(self) -> Migration:
@@ -329,24 +341,27 @@ class Cluster:
 
     def _move(self, vm: int, src: int, src_place: int, dst: int, dst_place: int) -> None:
         """Move without checks, updating free capacity and the fragment sums of the touched nodes."""
-        cpu = self.vm_cpu[vm].tolist()
-        mem = self.vm_mem[vm].tolist()
-        free_cpu, free_mem = self.free_cpu, self.free_mem
-        active = self.host_active
-        src_active, dst_active = bool(active[src]), bool(active[dst])
-        for host, place, sign, counted in ((src, src_place, 1, src_active), (dst, dst_place, -1, dst_active)):
-            for part in (0, 1):
-                if cpu[part] == 0 and mem[part] == 0.0:
-                    continue
-                node = part ^ place
-                old = int(free_cpu[host, node])
+        cpu, mem = self._vm_cpu_t[vm], self._vm_mem_t[vm]
+        free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
+        d_free = d8 = d16 = d32 = 0  # FRAGMENT_SIZES, unrolled: this is the per-migration hot path
+        for host, place, sign in ((src, src_place, 1), (dst, dst_place, -1)):
+            counted = self._active_l[host]
+            for part in self._vm_parts[vm]:
+                i = 2 * host + (part ^ place)
+                old = free_cpu[i]
                 new = old + sign * cpu[part]
-                free_cpu[host, node] = new
-                free_mem[host, node] += sign * mem[part]
+                free_cpu[i] = new
+                free_mem[i] = free_mem[i] + sign * mem[part]
                 if counted:
-                    self._free_sum += new - old
-                    for size in FRAGMENT_SIZES:
-                        self._frag_sums[size] += new % size - old % size
+                    d_free += new - old
+                    d8 += new % 8 - old % 8
+                    d16 += new % 16 - old % 16
+                    d32 += new % 32 - old % 32
+        self._free_sum += d_free
+        frag = self._frag_sums
+        frag[8] += d8
+        frag[16] += d16
+        frag[32] += d32
         self.vm_host[vm] = dst
         self.vm_placement[vm] = dst_place
         self._fit_dirty.add(src)
@@ -364,6 +379,13 @@ class Cluster:
         if self._free_sum == 0:
             return 0.0
         return self._frag_sums[size] / self._free_sum
+
+    def _set_flat_views(self) -> None:
+        # Flat (H*2,) views of free_cpu / free_mem, index 2*host + node, sharing their memory.
+        # memoryview element access returns Python scalars and is faster than numpy's on the
+        # one-migration path, while the vectorised masks keep reading the numpy arrays.
+        self._free_cpu_flat = memoryview(self.free_cpu).cast("B").cast("q")
+        self._free_mem_flat = memoryview(self.free_mem).cast("B").cast("d")
 
     def fragment_sums(self, size: int = 16) -> tuple[int, int]:
         """``(sum of free_cpu mod size, sum of free_cpu)`` over active NUMA nodes: FR's numerator and denominator.
@@ -432,6 +454,7 @@ class Cluster:
         new = _copy.copy(self)
         for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_counts"):
             setattr(new, name, getattr(self, name).copy())
+        new._set_flat_views()
         new.history = list(self.history)
         new._frag_sums = dict(self._frag_sums)
         new._fit_dirty = set(self._fit_dirty)

@@ -97,9 +97,10 @@ def free_from_placements(
     Returns:
         ``(free_cpu, free_mem)``, each (H, 2).
     """
-    num_hosts = cpu_total.shape[0]
-    used_cpu = np.zeros((num_hosts, 2), dtype=np.int64)
-    used_mem = np.zeros((num_hosts, 2), dtype=np.float64)
-    np.add.at(used_cpu, vm_host, vm_node_cpu)
-    np.add.at(used_mem, vm_host, vm_node_mem)
-    return cpu_total - used_cpu, mem_total - used_mem
+    num_cells = cpu_total.size
+    # Flat cell index 2*host + node; bincount is an order of magnitude faster than np.add.at.
+    cells = np.concatenate([2 * vm_host, 2 * vm_host + 1])
+    used_cpu = np.bincount(cells, weights=np.concatenate([vm_node_cpu[:, 0], vm_node_cpu[:, 1]]), minlength=num_cells)
+    used_mem = np.bincount(cells, weights=np.concatenate([vm_node_mem[:, 0], vm_node_mem[:, 1]]), minlength=num_cells)
+    free_cpu = cpu_total - used_cpu.astype(np.int64).reshape(cpu_total.shape)
+    return free_cpu, mem_total - used_mem.reshape(mem_total.shape)

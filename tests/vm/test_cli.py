@@ -39,3 +39,17 @@ def test_info_strict_refuses_with_path():
 def test_help_reads():
     proc = run("--help")
     assert proc.returncode == 0 and "demo" in proc.stdout and "info" in proc.stdout
+
+
+def test_replay_saves_loadable_snapshots(tmp_path):
+    proc = run("replay", "--hosts", "40", "--fractions", "0.8", "--seed", "3", "--out-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "Azure V1 dev -> 40 hosts, seed 3" in proc.stdout
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1
+    from digital_twin.vm import load_snapshot
+
+    snap = load_snapshot(files[0], strict=True)
+    assert snap.clusters[0].num_hosts == 40 and snap.clusters[0].num_vms > 0
+    fr = float(proc.stdout.split("FR ")[-1].split()[0])
+    assert round(snap.fragment_rate(), 4) == fr

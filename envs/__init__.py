@@ -1,0 +1,15 @@
+"""Gymnasium and PettingZoo environments over clustergym's digital twins.
+
+Importing this package registers the environment ids::
+
+    import gymnasium as gym
+    import envs  # noqa: F401  (registers the ids)
+    env = gym.make("clustergym/VMRescheduling-v0")
+"""
+
+from gymnasium.envs.registration import register
+
+register(
+    id="clustergym/VMRescheduling-v0",
+    entry_point="envs.vm_rescheduling:VMReschedulingEnv",
+)

@@ -66,6 +66,17 @@ class Migration(NamedTuple):
 
 _new_tuple = tuple.__new__
 
+
+def _flat_view(array: np.ndarray) -> memoryview:
+    """A flat memoryview sharing ``array``'s memory (C-contiguous), for fast scalar access.
+
+    Element access through it yields Python scalars and costs less than numpy's own indexing;
+    bool arrays are viewed as uint8.
+    """
+    flat = array.reshape(-1)
+    assert np.shares_memory(flat, array) or array.size == 0, "array must be C-contiguous"
+    return memoryview(flat.view(np.uint8) if flat.dtype == bool else flat)
+
 @dataclass
 class Cluster:
     """Hosts, VMs and placements of one cluster.
@@ -140,6 +151,8 @@ class Cluster:
         self._recompute_fragment_sums()
         self._fit_counts = self._compute_fit_counts()
         self._fit_dirty: set[int] = set()
+        self._shape_fit: np.ndarray | None = None  # (K, H, 2) cache behind _shape_masks()
+        self._shape_dirty: set[int] = set()
 
     # ------------------------------------------------------------------ sizes and lookups
     @property
@@ -183,6 +196,11 @@ class Cluster:
         self._shape_span = shapes[:, 0].astype(np.int64)
         self._shape_cpu = shapes[:, 1:3].astype(np.int64)
         self._shape_mem = shapes[:, 3:5]
+        self._split_shapes = np.flatnonzero(self._shape_span == 2)
+        self._shape_t = [(int(c[0]), int(c[1]), float(m[0]), float(m[1]), bool(sp == 2))
+                         for c, m, sp in zip(self._shape_cpu, self._shape_mem, self._shape_span)]
+        self._vm_shape_row = self.vm_shape * len(self.host_ids)  # row offset into a flat (K*H,) array
+        self._all_allowed = bool(self.vm_allow_migration.all())
 
     # ------------------------------------------------------------------ feasibility
     def feasible_destinations(self, vm: int) -> np.ndarray:
@@ -235,8 +253,7 @@ class Cluster:
         Returns:
             (V, H, 2) bool, row ``v`` equal to ``feasible_destinations(v)``.
         """
-        shape_mask = self._shape_masks()
-        mask = shape_mask[self.vm_shape]
+        mask = self._shape_masks()[self.vm_shape]
         mask[np.arange(self.num_vms), self.vm_host] = False
         mask[~self.vm_allow_migration] = False
         for vm in self._vm_sets:
@@ -244,27 +261,68 @@ class Cluster:
                 mask[vm, self._anti_affinity_blocked(vm)] = False
         return mask
 
-    def _shape_masks(self) -> np.ndarray:
-        """(K, H, 2) bool: capacity feasibility per VM shape on active hosts (own host included)."""
-        free_cpu, free_mem = self.free_cpu[None], self.free_mem[None]
-        cpu, mem = self._shape_cpu[:, :, None, None], self._shape_mem[:, :, None, None]
-        # fits[k, j, h, n]: part j of shape k fits on node n of host h.
-        fits = (free_cpu[:, None] >= cpu) & (free_mem[:, None] >= mem)
-        span2 = self._shape_span == 2
-        mask = np.where(span2[:, None, None], False, fits[:, 0])
-        both = fits[:, 0, :, 0] & fits[:, 1, :, 1]
-        mask[span2, :, 0] = both[span2]
+    def _compute_shape_masks(self, hosts: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """(K, h, 2) bool: capacity feasibility of each VM shape on the given hosts (own host included)."""
+        free_cpu, free_mem = self.free_cpu[hosts], self.free_mem[hosts]
+        # 1-NUMA shapes: part 0 on either node. Split shapes: part j on node j, placement 0 only.
+        mask = (free_cpu[None] >= self._shape_cpu[:, 0, None, None]) & (free_mem[None] >= self._shape_mem[:, 0, None, None])
+        split = self._split_shapes
+        if len(split):
+            both = mask[split, :, 0] & (free_cpu[None, :, 1] >= self._shape_cpu[split, 1, None]) \
+                & (free_mem[None, :, 1] >= self._shape_mem[split, 1, None])
+            mask[split, :, 0] = both
+            mask[split, :, 1] = False
         if self._has_inactive:
-            mask[:, ~self.host_active] = False
+            mask[:, ~self.host_active[hosts]] = False
         return mask
+
+    def _shape_masks(self) -> np.ndarray:
+        """(K, H, 2) bool per-shape feasibility, refreshed only on hosts migrations touched since last asked."""
+        if self._shape_fit is None:
+            self._shape_fit = self._compute_shape_masks()
+            self._shape_any = self._shape_fit.any(axis=2)
+            self._shape_count = self._shape_any.sum(axis=1)
+            self._shape_dirty.clear()
+            self._shape_fit_flat = _flat_view(self._shape_fit)
+            self._shape_any_flat = _flat_view(self._shape_any)
+        elif self._shape_dirty:
+            self._refresh_shape_hosts(self._shape_dirty)
+            self._shape_dirty.clear()
+        return self._shape_fit
+
+    def _refresh_shape_hosts(self, hosts: set[int]) -> None:
+        """Re-evaluate every shape on a few hosts (a migration touches two).
+
+        Scalar comparisons: for K shapes x 2 hosts this beats ten numpy calls on tiny arrays.
+        """
+        free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
+        fit, any_fit, count = self._shape_fit_flat, self._shape_any_flat, self._shape_count
+        num_hosts = self._num_hosts
+        for h in hosts:
+            c0, c1, m0, m1 = free_cpu[2 * h], free_cpu[2 * h + 1], free_mem[2 * h], free_mem[2 * h + 1]
+            active = self._active_l[h]
+            for k, (need_c0, need_c1, need_m0, need_m1, split) in enumerate(self._shape_t):
+                if not active:
+                    a0 = a1 = False
+                elif split:
+                    a0, a1 = c0 >= need_c0 and c1 >= need_c1 and m0 >= need_m0 and m1 >= need_m1, False
+                else:
+                    a0, a1 = c0 >= need_c0 and m0 >= need_m0, c1 >= need_c0 and m1 >= need_m0
+                cell = k * num_hosts + h
+                fit[2 * cell], fit[2 * cell + 1] = a0, a1
+                now = a0 or a1
+                if now != any_fit[cell]:
+                    any_fit[cell] = now
+                    count[k] += 1 if now else -1
 
     def movable_vms(self) -> np.ndarray:
         """(V,) bool: which VMs have at least one feasible destination now."""
-        shape_any = self._shape_masks().any(axis=2)  # (K, H)
-        count = shape_any.sum(axis=1)
-        own = shape_any[self.vm_shape, self.vm_host]
-        movable = (count[self.vm_shape] - own) > 0
-        movable &= self.vm_allow_migration
+        self._shape_masks()
+        # A VM is movable if its shape fits some host other than its own.
+        own = self._shape_any.reshape(-1).take(self._vm_shape_row + self.vm_host)
+        movable = self._shape_count.take(self.vm_shape) > own
+        if not self._all_allowed:
+            movable &= self.vm_allow_migration
         for vm in self._vm_sets:
             if movable[vm]:
                 movable[vm] = bool(self.feasible_destinations(vm).any())
@@ -366,6 +424,8 @@ class Cluster:
         self.vm_placement[vm] = dst_place
         self._fit_dirty.add(src)
         self._fit_dirty.add(dst)
+        self._shape_dirty.add(src)
+        self._shape_dirty.add(dst)
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -384,8 +444,8 @@ class Cluster:
         # Flat (H*2,) views of free_cpu / free_mem, index 2*host + node, sharing their memory.
         # memoryview element access returns Python scalars and is faster than numpy's on the
         # one-migration path, while the vectorised masks keep reading the numpy arrays.
-        self._free_cpu_flat = memoryview(self.free_cpu).cast("B").cast("q")
-        self._free_mem_flat = memoryview(self.free_mem).cast("B").cast("d")
+        self._free_cpu_flat = _flat_view(self.free_cpu)
+        self._free_mem_flat = _flat_view(self.free_mem)
 
     def fragment_sums(self, size: int = 16) -> tuple[int, int]:
         """``(sum of free_cpu mod size, sum of free_cpu)`` over active NUMA nodes: FR's numerator and denominator.
@@ -458,6 +518,12 @@ class Cluster:
         new.history = list(self.history)
         new._frag_sums = dict(self._frag_sums)
         new._fit_dirty = set(self._fit_dirty)
+        new._shape_dirty = set(self._shape_dirty)
+        if self._shape_fit is not None:
+            new._shape_fit, new._shape_any = self._shape_fit.copy(), self._shape_any.copy()
+            new._shape_count = self._shape_count.copy()
+            new._shape_fit_flat = _flat_view(new._shape_fit)
+            new._shape_any_flat = _flat_view(new._shape_any)
         return new
 
     def capacity_violations(self) -> list[tuple[int, int]]:

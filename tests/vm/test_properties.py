@@ -25,6 +25,8 @@ def test_random_feasible_migrations_keep_capacity_and_metrics_exact(cluster, dat
         cluster.migrate(int(vm), int(host), int(place))
         assert cluster.capacity_violations() == []
         assert cluster.metrics() == cluster.recompute_metrics()
+        # The cached per-shape masks behind movable_vms() follow every migration.
+        np.testing.assert_array_equal(cluster.movable_vms(), cluster.feasible_destinations_all().any(axis=(1, 2)))
     for vm in range(cluster.num_vms):
         np.testing.assert_array_equal(cluster.feasible_destinations(vm), brute_force_feasible(cluster, vm))
 

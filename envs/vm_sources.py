@@ -1,0 +1,177 @@
+"""Where VM-rescheduling episodes come from: real snapshot files or Azure V1 replays.
+
+A source is called with the env's random generator and returns a fresh
+:class:`~digital_twin.vm.snapshot.Snapshot` for one episode (Jumanji's ``Generator`` pattern). Each
+source carries a ``split`` label; :func:`check_disjoint` refuses a training and a held-out source
+that could hand out the same data (the same file, or the same Azure trace split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from digital_twin.vm.azure_replay import HostSpec, replay
+from digital_twin.vm.snapshot import Snapshot, SnapshotConsistencyWarning, load_snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SNAPSHOTS = ROOT / "data" / "vmr2l_snapshots"
+
+
+class SnapshotSource(Protocol):
+    """Hands out one snapshot per episode."""
+
+    split: str
+
+    def __call__(self, rng: np.random.Generator) -> Snapshot: ...
+
+    def identity(self) -> set[str]:
+        """Tokens naming the data this source can hand out (two disjoint sources share none)."""
+        ...
+
+    def restart(self) -> None:
+        """Forget buffered snapshots, so that the next call depends only on the generator it is given."""
+        ...
+
+
+def _file_token(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class FileSource:
+    """Snapshots from VMR2L-schema files, one drawn per episode (uniformly, seeded).
+
+    Files are parsed once and copied per episode, so a reset costs a copy, not a parse.
+    """
+
+    paths: Sequence[str | Path]
+    split: str = "train"
+    _cache: dict[Path, Snapshot] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.paths = [Path(p) if Path(p).is_absolute() else ROOT / p for p in self.paths]
+        if not self.paths:
+            raise ValueError("FileSource needs at least one snapshot file")
+        for p in self.paths:
+            if not p.is_file():
+                raise FileNotFoundError(f"snapshot file not found: {p}")
+
+    def _load(self, path: Path) -> Snapshot:
+        if path not in self._cache:
+            with warnings.catch_warnings():
+                # The real files' memory quirk is reported once by the loader's report, not per episode.
+                warnings.simplefilter("ignore", SnapshotConsistencyWarning)
+                self._cache[path] = load_snapshot(path)
+        return self._cache[path]
+
+    def __call__(self, rng: np.random.Generator) -> Snapshot:
+        path = self.paths[int(rng.integers(len(self.paths)))] if len(self.paths) > 1 else self.paths[0]
+        return self._load(path).copy()
+
+    def identity(self) -> set[str]:
+        return {_file_token(p) for p in self.paths}
+
+    def restart(self) -> None:
+        pass  # stateless apart from the parse cache
+
+
+@dataclass
+class AzureReplaySource:
+    """Fresh snapshots replayed from the Azure V1 trace (``split`` ``"dev"`` or ``"test"``).
+
+    One replay pass (about a second for 236 hosts) cuts ``cuts_per_replay`` snapshots at random
+    fractions of the trace span in ``fraction_range``; episodes consume them, then a new replay
+    with a new seed follows. Every episode thus gets a different snapshot.
+    """
+
+    split: str = "dev"
+    num_hosts: int = 236
+    fraction_range: tuple[float, float] = (0.6, 1.0)
+    cuts_per_replay: int = 16
+    target_utilisation: float = 0.85
+    host: HostSpec = field(default_factory=HostSpec)
+    _queue: list[Snapshot] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("dev", "test"):
+            raise ValueError(f"AzureReplaySource split must be 'dev' or 'test', got {self.split!r}")
+        lo, hi = self.fraction_range
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"fraction_range must satisfy 0 < lo <= hi <= 1, got {self.fraction_range}")
+
+    def __call__(self, rng: np.random.Generator) -> Snapshot:
+        if not self._queue:
+            seed = int(rng.integers(2**31 - 1))
+            fractions = np.sort(rng.uniform(*self.fraction_range, size=self.cuts_per_replay))
+            result = replay(self.split, num_hosts=self.num_hosts, fractions=fractions.tolist(), seed=seed,
+                            target_utilisation=self.target_utilisation, host=self.host)
+            order = rng.permutation(len(result.clusters))
+            self._queue = [Snapshot.from_clusters([result.clusters[i]]) for i in order]
+        return self._queue.pop()
+
+    def identity(self) -> set[str]:
+        return {f"azure_v1:{self.split}"}
+
+    def restart(self) -> None:
+        self._queue.clear()
+
+
+def make_source(spec: dict[str, Any] | SnapshotSource) -> SnapshotSource:
+    """A source from a config mapping (``kind: files`` or ``kind: azure``) or an existing source.
+
+    Examples (YAML)::
+
+        {kind: files, paths: [data/vmr2l_snapshots/reset_vm_pm_id_clear2.json], split: eval}
+        {kind: azure, split: dev, num_hosts: 236, fraction_range: [0.6, 1.0]}
+    """
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind == "files":
+        return FileSource(paths=spec.pop("paths"), split=spec.pop("split", "train"), **spec)
+    if kind == "azure":
+        if "fraction_range" in spec:
+            spec["fraction_range"] = tuple(spec["fraction_range"])
+        if "host" in spec and isinstance(spec["host"], dict):
+            spec["host"] = HostSpec(**spec["host"])
+        return AzureReplaySource(**spec)
+    raise ValueError(f"unknown snapshot source kind {kind!r}: expected 'files' or 'azure'")
+
+
+def check_disjoint(train: SnapshotSource, held_out: SnapshotSource) -> None:
+    """Raise if the training and held-out sources could hand out the same data."""
+    shared = train.identity() & held_out.identity()
+    if shared:
+        raise ValueError(
+            f"training source ({train.split}) and held-out source ({held_out.split}) share data: {sorted(shared)}"
+        )
+
+
+def load_vm_config(path: str | Path) -> dict[str, Any]:
+    """Read a VM-rescheduling config (YAML): ``env`` kwargs, ``train_source``, ``eval_source``.
+
+    The two sources are checked to be disjoint (:func:`check_disjoint`).
+    """
+    import yaml
+
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    for key in ("train_source", "eval_source"):
+        if key not in config:
+            raise ValueError(f"{path}: missing required key {key!r}")
+    unknown = set(config) - {"env", "train_source", "eval_source", "description"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (expected env, train_source, eval_source, description)")
+    check_disjoint(make_source(config["train_source"]), make_source(config["eval_source"]))
+    config["path"] = str(path)
+    return config

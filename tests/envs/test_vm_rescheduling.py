@@ -1,0 +1,225 @@
+"""clustergym/VMRescheduling-v0: Gymnasium checks, masks vs the twin, incremental observations, sources."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env, data_equivalence
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import envs  # noqa: F401  (registers the ids)
+from digital_twin.vm import Snapshot
+from envs.vm_rescheduling import PHASE_PICK_DESTINATION, PHASE_PICK_VM, VMReschedulingEnv, make_vm_env
+from envs.vm_sources import AzureReplaySource, FileSource, REAL_SNAPSHOTS, check_disjoint, load_vm_config
+from tests.vm.conftest import clusters
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "vm_rescheduling").glob("*.yaml"))
+SMALL = REAL_SNAPSHOTS / "reset_vm_pm_id_clear2.json"
+
+
+def random_masked_play(env, steps, seed, check=None):
+    """Play uniformly random valid actions; call ``check(env, obs)`` after each step."""
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    trajectory = [(obs, 0.0, False, info)]
+    for _ in range(steps):
+        action = int(rng.choice(np.flatnonzero(env.action_masks())))
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert truncated is False
+        trajectory.append((obs, reward, terminated, info))
+        if check:
+            check(env, obs)
+        if terminated:
+            obs, info = env.reset()
+    return trajectory
+
+
+def assert_mask_is_exactly_the_feasible_moves(env: VMReschedulingEnv, obs) -> None:
+    mask = env.action_masks()
+    np.testing.assert_array_equal(obs["action_mask"], mask.astype(np.int8))
+    if env.phase == PHASE_PICK_VM:
+        feasible_any = np.concatenate([c.feasible_destinations_all().any(axis=(1, 2)) for c in env.snapshot.clusters])
+        np.testing.assert_array_equal(mask[: env.num_vms], feasible_any)
+        assert not mask[env.num_vms: env.stop_action].any() and mask[env.stop_action]
+    else:
+        expected = np.zeros_like(mask)
+        vm = env.selected
+        for c, cluster in enumerate(env.snapshot.clusters):
+            v0, h0 = env._vm_offset[c], env._host_offset[c]
+            if v0 <= vm < v0 + cluster.num_vms:
+                dest = cluster.feasible_destinations_all()[vm - v0]
+                expected[2 * h0: 2 * (h0 + cluster.num_hosts)] = dest.reshape(-1)
+        np.testing.assert_array_equal(mask, expected)
+        assert mask.any(), "a VM offered in phase 0 must have a destination in phase 1"
+
+
+def test_check_env_on_the_registered_id():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any checker warning fails the test
+        check_env(gym.make("clustergym/VMRescheduling-v0", invalid_action="penalty").unwrapped)
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.stem != "azure_236"], ids=lambda p: p.stem)
+def test_check_env_on_each_built_in_config(config):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = load_vm_config(config)
+        env = gym.make("clustergym/VMRescheduling-v0", source=cfg["train_source"], invalid_action="penalty", **cfg["env"])
+        check_env(env.unwrapped)
+
+
+def test_every_built_in_config_loads_with_disjoint_sources():
+    assert {c.stem for c in CONFIGS} >= {"real_small", "azure_small", "azure_236"}
+    for config in CONFIGS:
+        cfg = load_vm_config(config)
+        assert cfg["train_source"]["split"] != cfg["eval_source"]["split"]
+
+
+def test_masks_are_exactly_the_feasible_moves_under_random_play():
+    env = VMReschedulingEnv()
+    random_masked_play(env, 400, seed=3, check=assert_mask_is_exactly_the_feasible_moves)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=clusters(max_hosts=5), second=clusters(max_hosts=4), seed=st.integers(0, 1000))
+def test_masks_on_random_multi_cluster_snapshots(first, second, seed):
+    second.name = "second"
+    snapshot = Snapshot.from_clusters([first, second])
+    env = VMReschedulingEnv(max_hosts=10, max_vms=60, budget=8)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed, options={"snapshot": snapshot})
+    for _ in range(20):
+        assert env.observation_space.contains(obs)
+        assert_mask_is_exactly_the_feasible_moves(env, obs)
+        obs, reward, terminated, _, _ = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        for cluster in env.snapshot.clusters:
+            assert cluster.capacity_violations() == []
+        if terminated:
+            break
+
+
+def test_observations_stay_in_space_and_rewards_sum_to_the_fr_gain():
+    env = VMReschedulingEnv(budget=30)
+    rng = np.random.default_rng(0)
+    obs, info = env.reset(seed=0)
+    total = 0.0
+    terminated = False
+    while not terminated:
+        assert env.observation_space.contains(obs)
+        valid = np.flatnonzero(env.action_masks())
+        action = int(rng.choice(valid[valid != env.stop_action])) if env.phase == PHASE_PICK_VM else int(rng.choice(valid))
+        obs, reward, terminated, _, info = env.step(action)
+        total += reward
+    assert info["migrations_used"] == 30 == info["budget"]
+    assert total == pytest.approx(info["fragment_rate_start"] - info["fragment_rate"], abs=1e-12)
+    assert "new_vm_capacity" in info and info["fragment_rate"] == env.snapshot.fragment_rate()
+
+
+def test_incremental_observations_equal_a_rebuild_every_step():
+    fast, slow = VMReschedulingEnv(), VMReschedulingEnv(incremental_obs=False)
+    for (obs_a, rew_a, term_a, _), (obs_b, rew_b, term_b, _) in zip(
+        random_masked_play(fast, 300, seed=5), random_masked_play(slow, 300, seed=5)
+    ):
+        assert data_equivalence(obs_a, obs_b, exact=True)
+        assert rew_a == rew_b and term_a == term_b
+
+
+def test_same_seed_same_trajectory_for_file_and_azure_sources():
+    for make in (lambda: VMReschedulingEnv(),
+                 lambda: make_vm_env(CONFIGS[0].parent / "azure_small.yaml", "train")):
+        a, b = random_masked_play(make(), 60, seed=11), random_masked_play(make(), 60, seed=11)
+        assert data_equivalence(a, b, exact=True)
+    env = make_vm_env(CONFIGS[0].parent / "azure_small.yaml", "train")
+    first, _ = env.reset(seed=1)
+    other, _ = env.reset(seed=2)
+    again, _ = env.reset(seed=1)
+    assert data_equivalence(first, again, exact=True) and not data_equivalence(first, other)
+
+
+def test_features_do_not_depend_on_padding():
+    small, large = VMReschedulingEnv(max_hosts=279, max_vms=2089), VMReschedulingEnv(max_hosts=500, max_vms=3000)
+    obs_s, _ = small.reset(seed=0)
+    obs_l, _ = large.reset(seed=0)
+    np.testing.assert_array_equal(obs_s["vm_features"], obs_l["vm_features"][:2089])
+    np.testing.assert_array_equal(obs_s["host_features"], obs_l["host_features"][:279])
+    np.testing.assert_array_equal(obs_s["vm_host"], obs_l["vm_host"][:2089])
+    assert not obs_l["vm_features"][2089:].any() and obs_l["vm_mask"][2089:].sum() == 0
+    with pytest.raises(ValueError, match="max_hosts=100, max_vms=2200: raise them"):
+        VMReschedulingEnv(max_hosts=100).reset(seed=0)
+
+
+def test_invalid_actions_raise_and_change_nothing():
+    env = VMReschedulingEnv()
+    obs, _ = env.reset(seed=0)
+    unmovable = int(np.flatnonzero(~env.action_masks()[: env.num_vms])[0])
+    with pytest.raises(ValueError, match=r"invalid action in phase 0: VM vm_\d+ \(action \d+\) has no feasible destination"):
+        env.step(unmovable)
+    with pytest.raises(ValueError, match="picks padding"):
+        env.step(env.num_vms + 3)
+    with pytest.raises(ValueError, match="outside Discrete"):
+        env.step(env.num_actions)
+    assert data_equivalence(obs, env._observation(), exact=True)
+    # Phase 1: a host of the other cluster, and an infeasible destination in its own cluster.
+    vm = int(np.flatnonzero(env.action_masks()[:1934])[0])
+    obs, *_ = env.step(vm)
+    assert env.phase == PHASE_PICK_DESTINATION
+    with pytest.raises(ValueError, match="outside VM .* cluster cluster1"):
+        env.step(2 * 250)
+    blocked = int(np.flatnonzero(~env.action_masks()[: 2 * 236])[0])
+    with pytest.raises(ValueError, match="invalid action in phase 1"):
+        env.step(blocked)
+    assert data_equivalence(obs, env._observation(), exact=True)
+
+
+def test_penalty_mode_keeps_state_and_flags_the_action():
+    env = VMReschedulingEnv(invalid_action="penalty", invalid_action_penalty=0.5)
+    obs, _ = env.reset(seed=0)
+    bad = int(np.flatnonzero(~env.action_masks())[0])
+    after, reward, terminated, truncated, info = env.step(bad)
+    assert reward == -0.5 and not terminated and info["invalid_action"]
+    assert "invalid action in phase 0" in info["invalid_action_reason"]
+    assert data_equivalence(obs, after, exact=True)
+
+
+def test_stop_budget_and_snapshot_limit():
+    env = VMReschedulingEnv(budget=50)
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(env.stop_action)
+    assert terminated and reward == 0.0 and info["migrations_used"] == 0
+    # The snapshot's own maximum_migration caps the budget when smaller.
+    snap = FileSource([SMALL])(np.random.default_rng(0))
+    snap.requirement = type(snap.requirement)(maximum_migration=3)
+    _, info = env.reset(seed=0, options={"snapshot": snap})
+    assert info["budget"] == 3
+
+
+def test_sources_refuse_to_mix_training_and_held_out_data():
+    with pytest.raises(ValueError, match="share data"):
+        check_disjoint(FileSource([SMALL], split="train"), FileSource([SMALL], split="eval"))
+    with pytest.raises(ValueError, match="share data"):
+        check_disjoint(AzureReplaySource(split="dev"), AzureReplaySource(split="dev"))
+    check_disjoint(AzureReplaySource(split="dev"), AzureReplaySource(split="test"))
+    check_disjoint(FileSource([SMALL]), FileSource([REAL_SNAPSHOTS / "reset_vm_pm_id_clear_big2.json"]))
+    with pytest.raises(ValueError, match="'dev' or 'test'"):
+        AzureReplaySource(split="train")
+
+
+def test_maskable_ppo_trains_on_it():
+    from sb3_contrib import MaskablePPO
+
+    env = VMReschedulingEnv(max_hosts=40, max_vms=2000, budget=10,
+                            source={"kind": "azure", "split": "dev", "num_hosts": 40, "cuts_per_replay": 4})
+    model = MaskablePPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, verbose=0)
+    model.learn(total_timesteps=128)
+    obs, _ = env.reset(seed=0)
+    for _ in range(10):
+        action, _ = model.predict(obs, action_masks=env.action_masks(), deterministic=True)
+        assert env.action_masks()[int(action)]
+        obs, _, terminated, _, _ = env.step(int(action))
+        if terminated:
+            break

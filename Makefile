@@ -27,6 +27,8 @@ test: install
 
 bench: install
 	$(PY) bench/vm_twin.py
+	$(PY) bench/microservice_twin.py
+	$(PY) bench/envs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

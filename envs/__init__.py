@@ -13,3 +13,9 @@ register(
     id="clustergym/VMRescheduling-v0",
     entry_point="envs.vm_rescheduling:VMReschedulingEnv",
 )
+
+register(
+    id="clustergym/MicroserviceAutoscaling-v0",
+    entry_point="envs.microservice_autoscaling:MicroserviceAutoscalingEnv",
+    vector_entry_point="envs.microservice_vector:MicroserviceAutoscalingVectorEnv",
+)

@@ -11,7 +11,10 @@ Goal (issue 5): >= 20,000 steps/s on the 236-host / 1,934-VM cluster. For scale,
 env does ~1,000-2,800 steps/s on a snapshot of this size and ~400 on a 1,264-host one (measured on
 this machine kind, as noted in DEVELOPERS.md).
 
-Run with ``OMP_NUM_THREADS=1`` on an otherwise idle machine: ``python bench/envs.py``.
+The microservice section (``bench/envs_microservice.py``): the native vector env at B=256 against
+the same env through ``gymnasium.vector.SyncVectorEnv``; goal >= 200,000 agent-steps/s.
+
+Run with ``OMP_NUM_THREADS=1`` on an otherwise idle machine: ``python bench/envs.py [--only vm|microservice]``.
 """
 
 from __future__ import annotations
@@ -83,8 +86,15 @@ def vm_section(seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Environment steps per second against in-process references.")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement (default 3)")
+    parser.add_argument("--only", choices=["vm", "microservice"], help="run one section")
     args = parser.parse_args()
-    vm_section(args.seconds)
+    if args.only in (None, "vm"):
+        vm_section(args.seconds)
+    if args.only in (None, "microservice"):
+        print()
+        import envs_microservice  # bench/ is on sys.path when run as a script
+
+        envs_microservice.main()
 
 
 if __name__ == "__main__":

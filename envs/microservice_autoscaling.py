@@ -661,7 +661,9 @@ class MicroserviceCore:
         else:
             sched = self._calm
         self._attack = sched["attack_rate"].copy()
-        self.state, self.raw_obs, info = dynamics.step(self.params, st, desired, rng, entry_rate=entry_rate, **sched)
+        # In place: the core keeps no other reference to the old state (saves copying it every step).
+        self.state, self.raw_obs, info = dynamics.step(self.params, st, desired, rng, entry_rate=entry_rate,
+                                                       inplace=True, **sched)
         self._normalise()
         terms = global_terms(info, self.reward_consts)
         reward = global_reward(terms, self.reward_weights)

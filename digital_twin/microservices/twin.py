@@ -109,7 +109,9 @@ class MicroserviceTwin:
         """
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         state = dynamics.reset(self.params, self.batch_size, self.initial_replicas, self.rng)
-        state, obs, info = self._advance(state, state.desired)
+        # The warm-up stands for time before the episode: no scenario acts in it (a kill at
+        # minute 0 must fire once, in the first real step).
+        state, obs, info = self._advance(state, state.desired, warm_up=True)
         state.step_index[:] = 0
         state.arrived_total = state.backlog.copy()
         state.served_total[:] = 0.0
@@ -137,9 +139,9 @@ class MicroserviceTwin:
         self.state, obs, info = self._advance(self.state, desired.astype(np.int64))
         return obs, info
 
-    def _advance(self, state: dynamics.ClusterState, desired: np.ndarray):
+    def _advance(self, state: dynamics.ClusterState, desired: np.ndarray, warm_up: bool = False):
         t = np.minimum(state.step_index, self.num_steps - 1)
-        sch = self.schedule
+        sch = empty_schedule(self.topology, 1) if warm_up else self.schedule
         return dynamics.step(
             self.params,
             state,

@@ -41,3 +41,18 @@ def test_failure_hurts_and_more_replicas_recover(boutique, name):
     assert hit_p95 > 1.5 * base_p95 or hit_err > 0.05, (hit_p95, hit_err)
     assert fixed_p95 < boutique.slo_latency_p95_seconds and fixed_err < boutique.slo_error_rate, (fixed_p95, fixed_err)
     assert fixed_p95 < hit_p95
+
+
+def test_a_kill_at_minute_zero_fires_once(boutique):
+    """The reset's warm-up step stands for time before the episode: scenarios do not act in it."""
+    twin = MicroserviceTwin(boutique, constant_load(40, 10), scenarios=[
+        {"kind": "pod_crash", "services": ["frontend"], "kill": 1, "start_minute": 0}],
+        initial_replicas=np.full(boutique.num_services, 3))
+    twin.reset(seed=0)
+    assert int(twin.state.restarts.sum()) == 0
+    replicas = np.full((1, boutique.num_services), 3)
+    _, info = twin.step(replicas)
+    assert int(info["crashes"].sum()) == 1
+    for _ in range(3):
+        twin.step(replicas)
+    assert int(twin.state.restarts.sum()) == 1

@@ -2,8 +2,10 @@
 
 ``python -m digital_twin.microservices [replay] ...`` replays a held-out worldcup98 day on a
 topology (default Online Boutique) three times: fixed replicas; fixed replicas under a DDoS
-scenario; the Kubernetes HPA rule under the same DDoS. It prints SLO-violation minutes per run
-and writes a PNG of load, end-to-end p95 latency and Ready replicas over time.
+scenario; the Kubernetes HPA ratio rule under the same DDoS (only the ratio, no stabilisation
+window: the full controller rule is ``agents.baselines.k8s_hpa``, used by ``evaluate.py``). It
+prints SLO-violation minutes per run and writes a PNG of load, end-to-end p95 latency and Ready
+replicas over time.
 
 ``python -m digital_twin.microservices calibrate`` fits service demand and the latency-vs-load
 relation from the Huawei serverless trace and writes the parameters to YAML.
@@ -97,7 +99,7 @@ def replay(args: argparse.Namespace) -> int:
     runs = {
         f"fixed {args.replicas} replicas": (None, lambda obs: policies.fixed_replicas(obs, replicas)),
         f"fixed {args.replicas} replicas + {'+'.join(attacked.names)}": (attacked, lambda obs: policies.fixed_replicas(obs, replicas)),
-        f"HPA (target {args.hpa_target:.0%}) + {'+'.join(attacked.names)}": (
+        f"HPA ratio rule, no stabilisation (target {args.hpa_target:.0%}) + {'+'.join(attacked.names)}": (
             attacked, lambda obs: policies.hpa_desired(obs, topology.cpu_request, args.hpa_target)),
     }
     step_minutes = curve.step_seconds / 60.0

@@ -30,10 +30,12 @@ def hpa_desired(
     target_utilisation: float = 0.6,
     tolerance: float = 0.1,
 ) -> np.ndarray:
-    """The Kubernetes HPA rule on CPU: ``ceil(ready x usage / (ready x request) / target)``.
+    """The core ratio of the Kubernetes HPA rule on CPU: ``ceil(ready x usage / (ready x request) / target)``.
 
     Within ``tolerance`` of the target the replica count is kept (the controller's default
-    0.1). No stabilisation window (the default 300 s scale-down window is left to callers).
+    0.1). Only the ratio: no stabilisation window, rate limits, readiness or missing-metric
+    handling. The full controller rule is :mod:`agents.baselines.k8s_hpa` (used by
+    ``evaluate.py``); this one keeps the twin's command line free of the agents package.
 
     Args:
         observations: (B, S, M) observations.

@@ -337,13 +337,14 @@ def _per_node_sum(node: np.ndarray, weight: np.ndarray, num_nodes: int, pods: np
     return np.bincount(bins, weights=w, minlength=b * num_nodes).reshape(b, num_nodes)
 
 
-def _schedule_pending(params: TwinParams, state: ClusterState, node_up: np.ndarray, rotation: int) -> None:
+def _schedule_pending(params: TwinParams, state: ClusterState, node_up: np.ndarray, rotation: int | np.ndarray) -> None:
     """Bind Pending pods to up nodes that fit their requests (in place).
 
     Pending pods, in (service, slot) order, are dealt round-robin over the up nodes sorted by
     free CPU (most free first, rotated by ``rotation`` so that retries try other nodes); on
     each node the pods dealt to it are admitted while the cumulative CPU and memory requests
-    fit. Shapes: node_up (B, N); the state's arrays must be C-contiguous.
+    fit. Shapes: node_up (B, N); rotation scalar or (B,) (each cluster's own step count: clusters
+    of a vector env reset independently); the state's arrays must be C-contiguous.
 
     Only the Pending pods are visited (flat indices). When some node's whole share does not fit,
     its running sums are taken over a small (cluster x node, pods dealt to it) grid: the same
@@ -375,11 +376,12 @@ def _schedule_pending(params: TwinParams, state: ClusterState, node_up: np.ndarr
         pods, cluster, rank, q = pods[keep], cluster[keep], rank[keep], q[keep]
         if pods.size == 0:
             return
-    pos = (rank + rotation) % q
+    rot = rotation[cluster] if np.ndim(rotation) else rotation
+    pos = (rank + rot) % q
     chosen = order[cluster, pos]  # (P,) node index
     # Round-robin: the pods dealt to one node are every q-th pending pod of the cluster, from the
     # first whose rank r has (r + rotation) % q == pos; ``within`` numbers them from 0.
-    within = (rank - (pos - rotation) % q) // q
+    within = (rank - (pos - rot) % q) // q
     group = cluster * n + chosen
     svc = pods // k - cluster * s
     cpu, mem = params.cpu_request[svc], params.mem_request[svc]
@@ -583,7 +585,7 @@ def step(
         timer.reshape(-1)[delete[~unbound]] = cfg.termination_seconds
 
     # 4. Scheduling of Pending pods.
-    _schedule_pending(params, st, node_up, rotation=int(st.step_index[0]) if b else 0)
+    _schedule_pending(params, st, node_up, rotation=st.step_index)
 
     # 5. Serving capacity per sub-step: Ready pods, plus pods that become Ready mid-step.
     ready = phase == READY

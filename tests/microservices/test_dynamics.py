@@ -191,3 +191,28 @@ def test_invariants_conservation_bounds_capacity(batch, seed, rate, crash, ddos,
         assert (cpu_used <= topo.node_cpu + 1e-9).all() and (mem_used <= topo.node_memory_bytes + 1e-6).all()
         assert ((s.node >= 0) == np.isin(s.phase, [dyn.STARTING, dyn.READY, dyn.CRASHLOOP, dyn.TERMINATING, dyn.LOST])).all()
         assert np.isfinite(obs).all()
+
+
+def test_clusters_at_different_steps_schedule_as_if_alone(boutique):
+    """Pending pods retry on nodes rotated by their own cluster's step count (vector envs reset
+    clusters independently), so a batch steps each cluster exactly as it would alone."""
+    params = dyn.make_params(boutique, TwinConfig(poisson_arrivals=False))
+    s, n = boutique.num_services, boutique.num_nodes
+    calm = dict(attack_rate=np.zeros(1), crash_rate=np.zeros((1, s)), kills=np.zeros((1, s), np.int64),
+                noisy_cpu=np.zeros((1, n)), capacity_factor=np.ones((1, s)), node_up=np.ones((1, n), bool))
+    # Scale-ups on every service: new Pending pods dealt round-robin over the nodes, from an
+    # offset that rotates with the cluster's step count.
+    assert n >= 2
+    alone = []
+    for step_index in (0, 1):
+        state = dyn.with_state(dyn.reset(params, 1, np.full(s, 2)), step_index=np.array([step_index]))
+        alone.append(dyn.step(params, state, np.full((1, s), 9), np.random.default_rng(0), entry_rate=np.full(1, 20.0), **calm))
+    both = dyn.reset(params, 2, np.full(s, 2))
+    both = dyn.with_state(both, step_index=np.array([0, 1]))
+    batch = {k: np.concatenate([v, v]) for k, v in calm.items()}
+    new, obs, info = dyn.step(params, both, np.full((2, s), 9), np.random.default_rng(0), entry_rate=np.full(2, 20.0), **batch)
+    for c in range(2):
+        np.testing.assert_array_equal(new.node[c], alone[c][0].node[0])
+        np.testing.assert_array_equal(new.phase[c], alone[c][0].phase[0])
+        np.testing.assert_array_equal(obs[c], alone[c][1][0])
+    assert not np.array_equal(alone[0][0].node, alone[1][0].node)  # the rotation matters here

@@ -183,7 +183,7 @@ class _Part:
         touches_inactive = False
 
         # --- pooled, interchangeable VMs: counts per (shape, host, placement)
-        shape_cpu, shape_mem, shape_span = c._shape_cpu, c._shape_mem, c._shape_span
+        shape_cpu, shape_mem, shape_span = c.shape_cpu, c.shape_mem, c.shape_span
         pooled = vm_in & c.vm_allow_migration & ~is_member
         self.pools: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for v in np.flatnonzero(pooled).tolist():

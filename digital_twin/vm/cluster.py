@@ -171,6 +171,25 @@ class Cluster:
         """Index of a VM by its id."""
         return self._vm_index[vm_id]
 
+    @property
+    def shape_span(self) -> np.ndarray:
+        """(K,) NUMA nodes spanned by each VM shape; ``vm_shape[v]`` is VM ``v``'s shape.
+
+        VMs of one shape (span, canonical CPU and memory usage) have the same feasible
+        destinations, which lets masks and solvers work per shape instead of per VM.
+        """
+        return self._shape_span
+
+    @property
+    def shape_cpu(self) -> np.ndarray:
+        """(K, 2) canonical vCPU usage of each VM shape (see :attr:`shape_span`)."""
+        return self._shape_cpu
+
+    @property
+    def shape_mem(self) -> np.ndarray:
+        """(K, 2) canonical memory usage (MB) of each VM shape (see :attr:`shape_span`)."""
+        return self._shape_mem
+
     def vm_node_usage(self) -> tuple[np.ndarray, np.ndarray]:
         """CPU and memory each VM uses on NUMA node 0 and node 1 of its current host.
 

@@ -38,7 +38,7 @@ def fragment_after_each_move(cluster: Cluster, size: int = 16) -> tuple[np.ndarr
     d_free_src = (node_cpu * src_counted).sum(axis=1)
 
     # Destination change per VM shape, host and placement; placement 1 mirrors the usage.
-    shape_cpu = cluster._shape_cpu  # (K, 2) canonical
+    shape_cpu = cluster.shape_cpu  # (K, 2) canonical
     usage = np.stack([shape_cpu, shape_cpu[:, ::-1]], axis=1)  # (K, P, 2)
     dst_after = free[None, None, :, :] - usage[:, :, None, :]  # (K, P, H, 2)
     d_frag_dst = ((dst_after % size) - (free % size)[None, None]).sum(axis=3)  # (K, P, H)

@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.baselines.vm_planners import PlanResult, finish_plan
 from digital_twin.vm import Snapshot
-from envs.vm_rescheduling import PHASE_PICK_DESTINATION, VMReschedulingEnv
+from envs.vm_rescheduling import VMReschedulingEnv
 
 
 class AgentPlanner:
@@ -47,12 +47,9 @@ class AgentPlanner:
             if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
                 break
             action, _ = self.model.predict(obs, action_masks=env.action_masks(), deterministic=True)
-            action = int(action)
-            if env.phase == PHASE_PICK_DESTINATION:
-                vm = env.selected
-                c = env._vm_cluster[vm]
-                moves.append((c, vm - env._vm_offset[c], action // 2 - env._host_offset[c], action % 2))
-            obs, _, terminated, _, info = env.step(action)
+            obs, _, terminated, _, info = env.step(int(action))
+            if "migration" in info:
+                moves.append(info["migration"])
         return finish_plan(self.name, snapshot, budget, moves, claimed_fr=info["fragment_rate"], start_time=start,
                            stats={"agent": str(self.path)})
 

@@ -66,6 +66,8 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Rewards
     Phase 1: the decrease of FR caused by the migration (negative if it got worse); phase 0: 0.
+    A phase-1 step's ``info["migration"]`` is the move made, ``(cluster index, VM, host,
+    placement)`` with indices local to the cluster (replayable with ``Cluster.migrate``).
     The episode's return is its total FR gain. Worked example: FR 0.9770 -> 0.9700 after the first
     migration gives reward 0.0070. An invalid action under ``invalid_action="penalty"`` gives
     ``-invalid_action_penalty``.
@@ -202,7 +204,10 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         self._movable[v0: v0 + cluster.num_vms] = cluster.movable_vms()
         terminated = self.migrations_used >= self.budget or not self._movable.any()
         self._set_mask()
-        return self._observation(), reward, terminated, False, self._info(final=terminated)
+        info = self._info(final=terminated)
+        # The move in the twin's own terms: (cluster index, VM, destination host, placement) within the cluster.
+        info["migration"] = (c, move.vm, move.to_host, move.to_placement)
+        return self._observation(), reward, terminated, False, info
 
     def action_masks(self) -> np.ndarray:
         """Valid actions now, one bool per action (what ``MaskablePPO`` asks for)."""

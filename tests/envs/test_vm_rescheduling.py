@@ -108,6 +108,7 @@ def test_observations_stay_in_space_and_rewards_sum_to_the_fr_gain():
     rng = np.random.default_rng(0)
     obs, info = env.reset(seed=0)
     total = 0.0
+    moves = []
     terminated = False
     while not terminated:
         assert env.observation_space.contains(obs)
@@ -115,7 +116,14 @@ def test_observations_stay_in_space_and_rewards_sum_to_the_fr_gain():
         action = int(rng.choice(valid[valid != env.stop_action])) if env.phase == PHASE_PICK_VM else int(rng.choice(valid))
         obs, reward, terminated, _, info = env.step(action)
         total += reward
+        if "migration" in info:
+            moves.append(info["migration"])
     assert info["migrations_used"] == 30 == info["budget"]
+    # The migrations reported in info replay, through the twin, to the same end state.
+    replay = env.source(np.random.default_rng(0))
+    for ci, vm, host, placement in moves:
+        replay.clusters[ci].migrate(vm, host, placement)
+    assert replay.fragment_rate() == info["fragment_rate"]
     assert total == pytest.approx(info["fragment_rate_start"] - info["fragment_rate"], abs=1e-12)
     assert "new_vm_capacity" in info and info["fragment_rate"] == env.snapshot.fragment_rate()
 

@@ -71,6 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Lay out, write and close a matplotlib figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------------- VM rescheduling
 VM_METRICS = [("fr_after", "final FR", ".4f"), ("cpsat_share", "share of CP-SAT gain", ".3f"),
               ("migrations", "migrations", ".1f"), ("wall_s", "s per plan", ".3g")]
@@ -155,10 +165,7 @@ def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]
     ax.set_title("FR vs migrations (mean over held-out episodes)")
     ax.grid(alpha=0.3)
     ax.legend()
-    paths.append(run_dir / "fr_vs_migrations.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, run_dir / "fr_vs_migrations.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = list(curves)
@@ -170,10 +177,7 @@ def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]
     ax.set_ylabel("wall time per plan (s)")
     ax.set_title("Time per plan")
     ax.grid(alpha=0.3, axis="y")
-    paths.append(run_dir / "time_per_plan.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, run_dir / "time_per_plan.png"))
     return paths
 
 
@@ -294,10 +298,7 @@ def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict) -> list[Path]:
         axes[0].set_title(f"scenario {scenario}: first held-out episode")
         for ax in axes:
             ax.grid(alpha=0.3)
-        paths.append(run_dir / f"timeseries_{scenario}.png")
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save_figure(fig, run_dir / f"timeseries_{scenario}.png"))
 
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(data["scenarios"])), 4.5))
     width = 0.8 / len(data["methods"])
@@ -310,10 +311,7 @@ def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict) -> list[Path]:
     ax.set_title("SLO-violation minutes per scenario")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    paths.append(run_dir / "slo_minutes_by_scenario.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, run_dir / "slo_minutes_by_scenario.png"))
     return paths
 
 

@@ -464,6 +464,11 @@ class MicroserviceCore:
         self.num_services, self.num_metrics = s, NUM_METRICS
         self.service_names = topology.service_names
         self.deltas = np.asarray(config.action_deltas, dtype=np.int64)  # (D,)
+        counts = np.arange(int(topology.max_replicas.max()) + 1)
+        target = counts[None, :, None] + self.deltas[None, None, :]  # (1, R, D)
+        lo, hi = topology.min_replicas[:, None, None], topology.max_replicas[:, None, None]
+        self._mask_rows = ((target >= lo) & (target <= hi)).reshape(-1, len(self.deltas))  # (S*R, D): by count
+        self._mask_row_offset = np.arange(topology.num_services) * len(counts)  # row of (service, 0)
         self.num_deltas = len(self.deltas)
         self.low = topology.min_replicas.astype(np.int64)  # (S,)
         self.high = topology.max_replicas.astype(np.int64)  # (S,)
@@ -490,6 +495,7 @@ class MicroserviceCore:
 
         # Observation normalisation: value / scale, bounds in [0, high] (see the env docstring).
         self.obs_scale, self.obs_high = self._normalisation()
+        self._scale32 = self.obs_scale.astype(np.float32)  # (the per-step work is in float32)
         self.calls = topology.calls.astype(np.float32)  # (S, S)
         src, dst = np.nonzero(topology.calls)
         self.edge_index = np.stack([src, dst]).astype(np.int64)  # (2, E)
@@ -504,7 +510,6 @@ class MicroserviceCore:
         self.raw_obs = np.zeros((b, s, NUM_METRICS), dtype=np.float32)
         self.metrics = np.zeros((b, s, NUM_METRICS), dtype=np.float32)
         self._attack = np.zeros(b)  # (B,) attack requests/s of the last step
-        self.unclipped_excess = 0.0  # largest amount a normalised value exceeded its bound (float32 rounding)
 
     # ------------------------------------------------------------------ setup helpers
     @staticmethod
@@ -652,7 +657,7 @@ class MicroserviceCore:
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         st = self.state
-        desired = np.clip(st.desired + deltas, self.low, self.high)
+        desired = np.minimum(np.maximum(st.desired + deltas, self.low), self.high)
         t = np.minimum(st.step_index, self.window_steps - 1)
         entry_rate = self.rates[self.window_start + t]
         if self.has_scenarios:
@@ -675,14 +680,11 @@ class MicroserviceCore:
         self._last_info, self._last_terms, self._last_reward = info, terms, reward
 
     def _normalise(self) -> None:
-        """``metrics = clip(raw / scale, 0, high)``; the clip is real only for ``request_rate``."""
-        x = self.raw_obs * self.obs_scale
-        rate = METRIC_INDEX["request_rate"]
-        over = x - self.obs_high
-        over[:, :, rate] = 0.0
-        self.unclipped_excess = max(self.unclipped_excess, float(over.max()) if over.size else 0.0)
-        np.clip(x, 0.0, self.obs_high, out=x)
-        self.metrics = x.astype(np.float32)
+        """``metrics = clip(raw / scale, 0, high)`` in float32; the clip is real only for ``request_rate``."""
+        x = np.multiply(self.raw_obs, self._scale32)
+        np.minimum(x, self.obs_high, out=x)
+        np.maximum(x, 0.0, out=x)
+        self.metrics = x
 
     def _info(self, terms: dict[str, np.ndarray], info: dict[str, np.ndarray], reward: np.ndarray) -> dict[str, np.ndarray]:
         w, dt = self.reward_weights, self.config.step_seconds
@@ -715,8 +717,8 @@ class MicroserviceCore:
     # ------------------------------------------------------------------ masks and views
     def action_mask(self) -> np.ndarray:
         """(B, S, D) bool: delta d keeps service s inside its bounds (0 is always valid)."""
-        target = self.state.desired[:, :, None] + self.deltas[None, None, :]
-        return (target >= self.low[None, :, None]) & (target <= self.high[None, :, None])
+        # A lookup by (service, desired count): one gather instead of (B, S, D) arithmetic.
+        return self._mask_rows.take(self.state.desired + self._mask_row_offset, axis=0)
 
     @property
     def progress(self) -> np.ndarray:
@@ -772,7 +774,7 @@ def batched_observation(core: MicroserviceCore) -> dict[str, np.ndarray]:
         "adjacency": np.broadcast_to(core.calls, (b, *core.calls.shape)).copy(),
         "edge_index": np.broadcast_to(core.edge_index, (b, *core.edge_index.shape)).copy(),
         "progress": core.progress[:, None],
-        "action_mask": core.action_mask().reshape(b, -1).astype(np.int8),
+        "action_mask": core.action_mask().reshape(b, -1).view(np.int8),
     }
 
 

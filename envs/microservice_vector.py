@@ -122,9 +122,10 @@ class MicroserviceAutoscalingVectorEnv(VectorEnv):
         if self.core.state is None:
             raise RuntimeError("call reset() before step()")
         core = self.core
-        s = core.num_services
-        clipped = (~core.action_mask()[np.arange(self.num_envs)[:, None], np.arange(s)[None, :], actions]).sum(axis=1)
-        reward, truncated, info = core.step(core.deltas[actions], self.np_random)
+        deltas = core.deltas[actions]
+        target = core.desired + deltas
+        clipped = ((target < core.low) | (target > core.high)).sum(axis=1)  # masked moves, clipped to the bounds
+        reward, truncated, info = core.step(deltas, self.np_random)
         terminated = np.zeros(self.num_envs, dtype=bool)
 
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:

@@ -9,7 +9,9 @@ step). ``tests/microservices/test_step_equivalence.py`` runs it side by side wit
 
 Do not optimise or "fix" this file. If the model itself changes on purpose, change both the
 twin and this reference in the same commit (and say so), so that the test keeps guarding the
-speed work and not the model. The data types (``ClusterState``, ``TwinParams``, ``TwinConfig``),
+speed work and not the model. Changed on purpose since: random crashes and OOM jitter draw one
+number per Ready pod of the services concerned (they drew one per pod slot of the whole batch,
+which cost more than the rest of the compiled step). The data types (``ClusterState``, ``TwinParams``, ``TwinConfig``),
 ``make_params`` and the phase constants are imported from the live module: states and params
 are shared between the two implementations.
 """
@@ -223,7 +225,8 @@ def step(
     crash = np.zeros_like(ready)
     if crash_rate.any():
         prob = -np.expm1(-crash_rate * dt)
-        crash |= ready & (rng.random((b, s, k)) < prob[:, :, None])
+        drawn = ready & (prob[:, :, None] > 0)  # a uniform per Ready pod of the services with a crash rate
+        crash[drawn] = rng.random(int(drawn.sum())) < np.broadcast_to(prob[:, :, None], (b, s, k))[drawn]
     if kills.any():
         crash |= ready & (np.cumsum(ready, axis=2) <= kills[:, :, None])
     _enter_backoff(st, crash, cfg)
@@ -353,9 +356,11 @@ def step(
     near = ready_count > 0
     near &= mean_ws * (1.0 + 3.0 * cfg.load_imbalance) > params.mem_limit
     if near.any():
-        jitter = 1.0 + cfg.load_imbalance * rng.standard_normal((b, s, k))
+        drawn = ready & near[:, :, None]  # a normal per Ready pod of the services near their limit
+        jitter = np.ones((b, s, k))
+        jitter[drawn] = 1.0 + cfg.load_imbalance * rng.standard_normal(int(drawn.sum()))
         pod_ws = params.mem_base[None, :, None] + params.mem_per_inflight[None, :, None] * inflight_per_pod[:, :, None] * jitter
-        oom = ready & near[:, :, None] & (pod_ws > params.mem_limit[None, :, None])
+        oom = drawn & (pod_ws > params.mem_limit[None, :, None])
         killed_share = oom.sum(axis=2) / np.maximum(ready_count, 1.0)
         lost_requests = backlog * killed_share
         backlog -= lost_requests

@@ -186,11 +186,18 @@ def test_invariants_conservation_bounds_capacity(batch, seed, rate, crash, ddos,
         # Pods never exceed node capacity (requests of every pod bound to a node).
         req_cpu = np.broadcast_to(topo.cpu_request[None, :, None], s.phase.shape)
         req_mem = np.broadcast_to(topo.memory_request_bytes[None, :, None], s.phase.shape)
-        cpu_used = dyn._per_node_sum(s.node, req_cpu, topo.num_nodes)
-        mem_used = dyn._per_node_sum(s.node, req_mem, topo.num_nodes)
+        cpu_used = _per_node_sum(s.node, req_cpu, topo.num_nodes)
+        mem_used = _per_node_sum(s.node, req_mem, topo.num_nodes)
         assert (cpu_used <= topo.node_cpu + 1e-9).all() and (mem_used <= topo.node_memory_bytes + 1e-6).all()
         assert ((s.node >= 0) == np.isin(s.phase, [dyn.STARTING, dyn.READY, dyn.CRASHLOOP, dyn.TERMINATING, dyn.LOST])).all()
         assert np.isfinite(obs).all()
+
+
+def _per_node_sum(node: np.ndarray, weight: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Sum of ``weight`` over the pods bound to each node. Shapes: (B, S, K) -> (B, N)."""
+    bound = node >= 0
+    bins = (np.arange(node.shape[0])[:, None, None] * num_nodes + node)[bound]
+    return np.bincount(bins, weights=weight[bound], minlength=node.shape[0] * num_nodes).reshape(-1, num_nodes)
 
 
 def test_clusters_at_different_steps_schedule_as_if_alone(boutique):

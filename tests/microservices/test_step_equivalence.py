@@ -1,10 +1,14 @@
-"""The optimised twin step gives bit-identical results to the frozen reference implementation.
+"""The compiled twin step gives the results of the frozen dense numpy reference.
 
-``digital_twin.microservices.dynamics`` was rewritten for speed (sparse index work instead of
-dense masks, no state copy with ``inplace=True``). ``reference_dynamics.py`` in this folder is
-a verbatim copy of the dense implementation it replaced. Here both are stepped side by side
-from the same state, inputs and seed, and every observation, info array and state array must
-match bit for bit (``tobytes``, dtypes included), as must the random generators afterwards.
+``digital_twin.microservices.dynamics`` runs its step in compiled per-cluster loops
+(``kernels.py``, numba). ``reference_dynamics.py`` in this folder is a verbatim copy of the
+dense numpy implementation the model was first written as. Here both are stepped side by side
+from the same state, inputs and seed: every integer and boolean array (pod phases, nodes,
+counts, crashes, SLO flags) must be identical, dtypes and shapes included, every float equal to
+rounding (the kernels' matrix products and ``exp``/``log``/``pow`` round differently from
+numpy's BLAS and SIMD code, by an ulp or so), and the random generators must end in the same
+state (the kernels draw in the reference's order). Float differences cannot build up: each
+check compares the two trajectories step by step over 80-150 steps.
 
 The inputs are random and change every step so that every branch runs: replica changes up
 and down (with jumps to the bounds), random crashes, targeted kills, DDoS, noisy neighbours,
@@ -50,10 +54,16 @@ def _topology(name: str):
 
 
 def _assert_identical(new, old, what: str) -> None:
+    """Same dtype and shape; integers and booleans equal, floats equal to rounding."""
     new, old = np.asarray(new), np.asarray(old)
     assert new.dtype == old.dtype and new.shape == old.shape, f"{what}: {new.dtype}{new.shape} != {old.dtype}{old.shape}"
-    if new.tobytes() != old.tobytes():
-        bad = np.flatnonzero(new.reshape(-1) != old.reshape(-1))[:5]
+    if np.issubdtype(new.dtype, np.floating):
+        rtol = 1e-5 if new.dtype == np.float32 else 1e-9  # float32: a cast of values an ulp apart
+        same = np.isclose(new, old, rtol=rtol, atol=1e-9 * max(float(np.abs(old).max(initial=0.0)), 1.0))
+    else:
+        same = new == old
+    if not same.all():
+        bad = np.flatnonzero(~same.reshape(-1))[:5]
         raise AssertionError(f"{what}: differs at flat {bad}: {new.reshape(-1)[bad]} != {old.reshape(-1)[bad]}")
 
 
@@ -183,21 +193,8 @@ def test_compiled_failure_schedule_matches_reference(boutique):
     _run_side_by_side(boutique, dyn.TwinConfig(), batch, 10, steps, False, inputs)
 
 
-def test_per_node_sum_weight_forms_agree(boutique):
-    """Per-service and per-pod weights give the reference's bincount, bit for bit."""
-    rng = np.random.default_rng(3)
-    b, s, k, n = 5, boutique.num_services, 14, boutique.num_nodes
-    node = np.where(rng.random((b, s, k)) < 0.6, rng.integers(0, n, (b, s, k)), -1).astype(np.int16)
-    pods = rng.random((b, s, k)) < 0.7
-    weight = rng.random((b, s))
-    expected = ref._per_node_sum(np.where(pods, node, -1), np.broadcast_to(weight[:, :, None], (b, s, k)), n)
-    _assert_identical(dyn._per_node_sum(node, weight[:, :, None], n, pods=pods), expected, "per-service weights")
-    _assert_identical(dyn._per_node_sum(np.where(pods, node, -1), np.broadcast_to(weight[:, :, None], (b, s, k)), n),
-                      expected, "per-pod weights")
-
-
 def test_inplace_step_accepts_non_contiguous_or_read_only_state(chain4):
-    """``inplace=True`` replaces fields it cannot write through (the step uses flat views)."""
+    """``inplace=True`` replaces fields it cannot write into (the compiled step needs C-contiguous arrays)."""
     params = dyn.make_params(chain4)
     state = dyn.reset(params, 3, np.full(4, 3))
     inputs = {"entry_rate": np.full(3, 150.0), "attack_rate": np.zeros(3), "crash_rate": np.zeros((3, 4)),

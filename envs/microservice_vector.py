@@ -1,4 +1,4 @@
-"""Native vector envs for microservice autoscaling: B clusters in one numpy call, no processes.
+"""Native vector envs for microservice autoscaling: B clusters in one batched twin step, no processes.
 
 * :class:`MicroserviceAutoscalingVectorEnv`: a ``gymnasium.vector.VectorEnv`` over
   :class:`~envs.microservice_autoscaling.MicroserviceCore` (the core *is* B clusters; the

@@ -1,4 +1,4 @@
-"""Microservice digital twin for autoscaling (no RL code; numpy only).
+"""Microservice digital twin for autoscaling (no RL code; numpy, and numba for the step).
 
 Public API:
 

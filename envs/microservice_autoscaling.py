@@ -720,6 +720,12 @@ class MicroserviceCore:
         # A lookup by (service, desired count): one gather instead of (B, S, D) arithmetic.
         return self._mask_rows.take(self.state.desired + self._mask_row_offset, axis=0)
 
+    def clipped_moves(self, deltas: np.ndarray) -> np.ndarray:
+        """(B,) int64: services whose ``desired + delta`` leaves its bounds (masked moves, which the
+        step clips). Shapes: deltas (B, S)."""
+        target = self.state.desired + deltas
+        return ((target < self.low) | (target > self.high)).sum(axis=1)
+
     @property
     def progress(self) -> np.ndarray:
         """(B,) float32 share of the window played."""
@@ -920,9 +926,9 @@ class MicroserviceAutoscalingEnv(gym.Env[dict[str, np.ndarray], np.ndarray], EzP
         action = np.asarray(action)
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} outside {self.action_space}")
-        delta = self.core.deltas[action.astype(np.int64)]
-        clipped = int((~self.core.action_mask()[0, np.arange(self.core.num_services), action]).sum())
-        reward, truncated, info = self.core.step(delta[None, :], self.np_random)
+        delta = self.core.deltas[action.astype(np.int64)][None, :]
+        clipped = int(self.core.clipped_moves(delta)[0])
+        reward, truncated, info = self.core.step(delta, self.np_random)
         self._done = bool(truncated[0])
         return self._observation(), float(reward[0]), False, self._done, self._info(info, clipped)
 

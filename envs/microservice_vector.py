@@ -123,8 +123,7 @@ class MicroserviceAutoscalingVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
         core = self.core
         deltas = core.deltas[actions]
-        target = core.desired + deltas
-        clipped = ((target < core.low) | (target > core.high)).sum(axis=1)  # masked moves, clipped to the bounds
+        clipped = core.clipped_moves(deltas)
         reward, truncated, info = core.step(deltas, self.np_random)
         terminated = np.zeros(self.num_envs, dtype=bool)
 

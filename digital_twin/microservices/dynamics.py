@@ -322,7 +322,7 @@ def step(
     st = _writable(state) if inplace else state.copy()
     f64 = lambda a, shape: np.ascontiguousarray(np.broadcast_to(a, shape), dtype=np.float64)  # noqa: E731
     crash_rate = f64(crash_rate, (b, s))
-    # Computed here, as numpy does it, so that crash decisions match the reference bit for bit.
+    # Computed here with numpy's expm1, as the reference does, so that crash decisions match it exactly.
     crash_prob = -np.expm1(-crash_rate * params.config.step_seconds) if crash_rate.any() else crash_rate
     offered_rate = np.asarray(entry_rate, dtype=np.float64) + np.asarray(attack_rate, dtype=np.float64)
     n = params.node_cpu.shape[0]
@@ -342,17 +342,10 @@ def step(
         np.ascontiguousarray(np.broadcast_to(offered_rate, (b,))), crash_prob,
         np.ascontiguousarray(np.broadcast_to(kills, (b, s)), dtype=np.int64), f64(noisy_cpu, (b, n)),
         f64(capacity_factor, (b, s)), np.ascontiguousarray(np.broadcast_to(node_up, (b, n)), dtype=bool), out)
-    info = {name: getattr(out, name) for name in INFO_ORDER}
+    info = out._asdict()
+    del info["obs"]
     info["offered_rate"] = offered_rate
-    return st, out.obs, {name: info[name] for name in INFO_KEYS}
-
-
-INFO_ORDER = ("e2e_latency_mean", "e2e_latency_p95", "e2e_error_rate", "slo_violated", "arrived", "served", "dropped",
-              "ready_pod_seconds", "allocated_pod_seconds", "cpu_request_core_seconds", "crashes", "oom_kills")
-#: The keys of the step's info, in order.
-INFO_KEYS = ("e2e_latency_mean", "e2e_latency_p95", "e2e_error_rate", "slo_violated", "offered_rate", "arrived",
-             "served", "dropped", "ready_pod_seconds", "allocated_pod_seconds", "cpu_request_core_seconds",
-             "crashes", "oom_kills")
+    return st, out.obs, info
 
 
 def _writable(state: ClusterState) -> ClusterState:

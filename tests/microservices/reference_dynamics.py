@@ -5,7 +5,8 @@ This is a verbatim copy of ``reset``, ``_phase_counts``, ``_per_node_sum``, ``_s
 ``digital_twin/microservices/dynamics.py`` at commit 6b562fd (the straightforward dense
 implementation: (B, S*K, N) one-hot scheduling, boolean-mask assignments, a full state copy per
 step). ``tests/microservices/test_step_equivalence.py`` runs it side by side with the optimised
-``dynamics.step`` and requires bit-identical observations, info and states.
+``dynamics.step`` and requires the same observations, info and states (integers exactly,
+floats to rounding).
 
 Do not optimise or "fix" this file. If the model itself changes on purpose, change both the
 twin and this reference in the same commit (and say so), so that the test keeps guarding the

@@ -53,7 +53,7 @@ def _topology(name: str):
     return topology_from_dict(TIGHT) if name == "tight" else load_topology(name)
 
 
-def _assert_identical(new, old, what: str) -> None:
+def _assert_same(new, old, what: str) -> None:
     """Same dtype and shape; integers and booleans equal, floats equal to rounding."""
     new, old = np.asarray(new), np.asarray(old)
     assert new.dtype == old.dtype and new.shape == old.shape, f"{what}: {new.dtype}{new.shape} != {old.dtype}{old.shape}"
@@ -69,12 +69,12 @@ def _assert_identical(new, old, what: str) -> None:
 
 def _assert_same_step(new, old, t: int) -> None:
     (s_new, obs_new, info_new), (s_old, obs_old, info_old) = new, old
-    _assert_identical(obs_new, obs_old, f"step {t} observations")
+    _assert_same(obs_new, obs_old, f"step {t} observations")
     assert info_new.keys() == info_old.keys()
     for key in info_old:
-        _assert_identical(info_new[key], info_old[key], f"step {t} info[{key!r}]")
+        _assert_same(info_new[key], info_old[key], f"step {t} info[{key!r}]")
     for name in STATE_FIELDS:
-        _assert_identical(getattr(s_new, name), getattr(s_old, name), f"step {t} state.{name}")
+        _assert_same(getattr(s_new, name), getattr(s_old, name), f"step {t} state.{name}")
 
 
 def _random_inputs(ir: np.random.Generator, topo, b: int, node_down_left: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,7 +125,7 @@ def _run_side_by_side(topo, config: dyn.TwinConfig, batch: int, seed: int, steps
             ir.integers(topo.min_replicas, topo.max_replicas + 1, size=(batch, topo.num_services))][seed % 3]
     s_new, s_old = dyn.reset(params, batch, init, rng_new), ref.reset(params, batch, init, rng_old)
     for name in STATE_FIELDS:
-        _assert_identical(getattr(s_new, name), getattr(s_old, name), f"reset state.{name}")
+        _assert_same(getattr(s_new, name), getattr(s_old, name), f"reset state.{name}")
     desired = s_old.desired.copy()
     for t in range(steps):
         desired = _random_desired(ir, topo, desired)
@@ -137,7 +137,7 @@ def _run_side_by_side(topo, config: dyn.TwinConfig, batch: int, seed: int, steps
             assert new[0] is s_new
         else:  # the default step leaves its input alone
             for name in STATE_FIELDS:
-                _assert_identical(getattr(s_new, name), kept[name], f"step {t} input state.{name}")
+                _assert_same(getattr(s_new, name), kept[name], f"step {t} input state.{name}")
         _assert_same_step(new, old, t)
         s_new, s_old = new[0], old[0]
         desired = s_old.desired

@@ -7,7 +7,7 @@ included in every step (the sampling of the random action is included too, for b
 - the reference: the same env rebuilding the whole observation every step (``incremental_obs=False``),
   the way a straightforward env would.
 
-Goal (issue 5): >= 20,000 steps/s on the 236-host / 1,934-VM cluster. For scale, the VMR2L authors'
+Goal: >= 20,000 steps/s on the 236-host / 1,934-VM cluster. For scale, the VMR2L authors'
 env does ~1,000-2,800 steps/s on a snapshot of this size and ~400 on a 1,264-host one (measured on
 this machine kind, as noted in DEVELOPERS.md).
 

@@ -16,7 +16,9 @@ Runs, in one process, on Online Boutique (S = 11) under worldcup98 windows
    ``step`` is what counts (the random agent's draws are timed apart and shown in brackets);
 3. the reference: the same env through ``gymnasium.vector.SyncVectorEnv`` of 256 single envs
    (same autoreset mode, same action sampler);
-4. the native env with replicas held (no-op actions), to show what pod churn costs the twin.
+4. the native env with replicas held (no-op actions), to show what pod churn costs the twin;
+5. the SB3 ``VecEnv`` adapter (``make_sb3_vec_env``) at B = 256, same sampler: what SB3 and
+   sb3-contrib train on (its per-cluster ``infos`` list is the difference to the native env).
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/envs_microservice.py`` (or through ``bench/envs.py``).
 """
@@ -37,12 +39,16 @@ import numpy as np  # noqa: E402
 from gymnasium.utils.env_checker import data_equivalence  # noqa: E402
 from gymnasium.vector import AutoresetMode  # noqa: E402
 
-from envs.microservice_autoscaling import MicroserviceAutoscalingEnv, load_config  # noqa: E402
-from envs.microservice_vector import MicroserviceAutoscalingVectorEnv  # noqa: E402
+from envs.microservice import (  # noqa: E402
+    MicroserviceAutoscalingEnv,
+    MicroserviceAutoscalingVectorEnv,
+    load_config,
+    make_sb3_vec_env,
+)
 
 CONFIG = "online_boutique_worldcup"
 BATCH = 256
-GOAL = 200_000  # agent-steps/s at B = 256 (issue 5); gym-hpa's simulator does about 110
+GOAL = 200_000  # agent-steps/s at B = 256; gym-hpa's simulator does about 110
 GYM_HPA_STEPS_PER_S = 110
 
 
@@ -88,6 +94,23 @@ def time_vector(venv, steps: int, sampler, warmup: int = 5) -> tuple[float, floa
     return in_step / steps, (time.perf_counter() - start) / steps
 
 
+def time_sb3(config, steps: int, sampler, warmup: int = 5) -> float:
+    """Seconds per ``VecEnv.step`` of the SB3 adapter over ``steps`` steps (after ``warmup``)."""
+    venv = make_sb3_vec_env(BATCH, config)
+    venv.seed(0)
+    obs = venv.reset()
+    for _ in range(warmup):
+        obs, *_ = venv.step(sampler(obs["action_mask"]))
+    in_step = 0.0
+    for _ in range(steps):
+        actions = sampler(obs["action_mask"])
+        t0 = time.perf_counter()
+        obs, *_ = venv.step(actions)
+        in_step += time.perf_counter() - t0
+    venv.close()
+    return in_step / steps
+
+
 def main() -> dict[str, float]:
     config = load_config(CONFIG)
     check_match(config)
@@ -99,6 +122,7 @@ def main() -> dict[str, float]:
 
     t_native, t_native_sampled = time_vector(native, 300, sampler)
     t_hold, _ = time_vector(native, 100, lambda mask: hold)
+    t_sb3 = time_sb3(config, 300, sampler)
     t0 = time.perf_counter()
     sync = gym.vector.SyncVectorEnv([lambda: MicroserviceAutoscalingEnv(config) for _ in range(BATCH)],
                                     autoreset_mode=AutoresetMode.NEXT_STEP)
@@ -109,6 +133,7 @@ def main() -> dict[str, float]:
     native_rate = BATCH / t_native
     sync_rate = BATCH / t_sync
     hold_rate = BATCH / t_hold
+    sb3_rate = BATCH / t_sb3
     print(f"microservice vector env: {config.name} ({s} services, {config.window_steps}-step windows, "
           f"{config.step_seconds:g} s steps), B={BATCH}, random valid actions; agent-step = one cluster's "
           f"decision for one step (single-agent env), service-step = agent-steps x {s}")
@@ -123,11 +148,13 @@ def main() -> dict[str, float]:
     print(f"native / Sync: {native_rate / sync_rate:.1f}x; native / gym-hpa (~{GYM_HPA_STEPS_PER_S} steps/s): "
           f"{native_rate / GYM_HPA_STEPS_PER_S:,.0f}x")
     print(f"native, replicas held (no pod churn): {hold_rate:,.0f} agent-steps/s ({hold_rate * s:,.0f} service-steps/s)")
+    print(f"SB3 VecEnv adapter   {sb3_rate:>10,.0f} agent-steps/s ({t_sb3 * 1e3:7.2f} ms per batched step; "
+          f"{sb3_rate / native_rate:.0%} of the native env)")
     print(f"goal >= {GOAL:,} agent-steps/s at B={BATCH}: {'met' if native_rate >= GOAL else 'NOT met'}; "
           "the twin's compiled step is most of the time")
     return {"native_agent_steps_per_s": native_rate, "sync_agent_steps_per_s": sync_rate,
             "native_with_sampler_agent_steps_per_s": BATCH / t_native_sampled,
-            "hold_agent_steps_per_s": hold_rate, "ratio": native_rate / sync_rate}
+            "hold_agent_steps_per_s": hold_rate, "sb3_agent_steps_per_s": sb3_rate, "ratio": native_rate / sync_rate}
 
 
 if __name__ == "__main__":

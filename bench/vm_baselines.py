@@ -1,8 +1,8 @@
 """VM-rescheduling baselines on the bundled real snapshots: final FR, migrations, wall time.
 
-For each snapshot and the MNL budget, runs the simple planners (random, first-fit decreasing,
-best-improvement greedy) once, then the exact CP-SAT model and the large-neighbourhood variant at
-each time limit, one after another, and prints one row per run: FR before/after (replayed through
+For each snapshot and the MNL budget, runs the planners of ``agents.vm`` (random, first-fit
+decreasing, best-improvement greedy, beam search) once, then the exact CP-SAT model and the
+large-neighbourhood variant at each time limit, one after another, and prints one row per run: FR before/after (replayed through
 the twin), proven lower bound and status (CP-SAT), migrations, wall seconds.
 
 Run with ``OMP_NUM_THREADS=1`` on an otherwise idle machine (CP-SAT uses ``--workers`` threads)::
@@ -22,12 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.baselines.vm_planners import VM_PLANNERS  # noqa: E402
+from agents.vm import VM_PLANNERS, get_planner  # noqa: E402
+from digital_twin.resources import bundled_path  # noqa: E402
 from digital_twin.vm import load_snapshot  # noqa: E402
 
 SNAPSHOTS = {
-    "clear2": ROOT / "data" / "vmr2l_snapshots" / "reset_vm_pm_id_clear2.json",
-    "big2": ROOT / "data" / "vmr2l_snapshots" / "reset_vm_pm_id_clear_big2.json",
+    "clear2": bundled_path("data/vmr2l_snapshots/reset_vm_pm_id_clear2.json"),
+    "big2": bundled_path("data/vmr2l_snapshots/reset_vm_pm_id_clear_big2.json"),
 }
 TIMED = ("cpsat", "cpsat_lns")
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             limits = args.limits if planner in TIMED else [None]
             for limit in limits:
                 kwargs = {"workers": args.workers} if planner in TIMED else {}
-                r = VM_PLANNERS[planner](snapshot, args.budget, time_limit_s=limit, seed=args.seed, **kwargs)
+                r = get_planner(planner)(snapshot, args.budget, time_limit_s=limit, seed=args.seed, **kwargs)
                 assert r.claimed_fr == r.fr_after, (planner, r.claimed_fr, r.fr_after)
                 bound = "-" if r.bound_fr is None else f"{r.bound_fr:.4f}"
                 print(f"{snap_name:<8} {planner:<10} {'-' if limit is None else f'{limit:g}':>7} {r.fr_before:>9.4f} "

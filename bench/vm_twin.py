@@ -9,7 +9,7 @@ process on the same inputs, and their ratio:
   the reference: checks + update + FR recomputed over all hosts);
 - fragment rate recomputed from scratch from the VM placements.
 
-Goals (issue 3): >= 100,000 masks/s and >= 50,000 migrations/s, each >= 10x the reference.
+Goals: >= 100,000 masks/s and >= 50,000 migrations/s, each >= 10x the reference.
 Run with ``OMP_NUM_THREADS=1`` on an otherwise idle machine: ``make bench`` or
 ``python bench/vm_twin.py [--seconds 1.0]``.
 """
@@ -28,10 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from digital_twin.resources import bundled_path  # noqa: E402
 from digital_twin.vm import Cluster, load_snapshot  # noqa: E402
 from digital_twin.vm.metrics import fragment_rate, free_from_placements  # noqa: E402
 
-SNAPSHOT = ROOT / "data" / "vmr2l_snapshots" / "reset_vm_pm_id_clear2.json"
+SNAPSHOT = bundled_path("data/vmr2l_snapshots/reset_vm_pm_id_clear2.json")
 
 
 class ReferenceCluster:

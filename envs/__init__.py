@@ -5,6 +5,10 @@ Importing this package registers the environment ids::
     import gymnasium as gym
     import envs  # noqa: F401  (registers the ids)
     env = gym.make("clustergym/VMRescheduling-v0")
+
+Modules: ``vm_rescheduling`` (+ ``vm_sources``) for VM rescheduling; the ``microservice``
+package for autoscaling (config, core, single-agent, vector and PettingZoo envs; the
+PettingZoo env is ``envs.microservice.parallel_env``).
 """
 
 from gymnasium.envs.registration import register
@@ -16,6 +20,6 @@ register(
 
 register(
     id="clustergym/MicroserviceAutoscaling-v0",
-    entry_point="envs.microservice_autoscaling:MicroserviceAutoscalingEnv",
-    vector_entry_point="envs.microservice_vector:MicroserviceAutoscalingVectorEnv",
+    entry_point="envs.microservice.single:MicroserviceAutoscalingEnv",
+    vector_entry_point="envs.microservice.vector:MicroserviceAutoscalingVectorEnv",
 )

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from digital_twin.vm.cluster import Cluster
+from digital_twin.vm.cluster import Cluster, fleet_fragment_rate
 from digital_twin.vm.snapshot import Snapshot
 from envs.vm_sources import REAL_SNAPSHOTS, FileSource, SnapshotSource, make_source
 
@@ -244,17 +244,9 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         self._host_mask[:] = 0
         self._host_mask[:num_hosts] = 1
 
-    def _fragment_rate(self, size: int = 16) -> float:
-        frag = free = 0
-        for cluster in self._clusters:
-            f, s = cluster.fragment_sums(size)
-            frag += f
-            free += s
-        return frag / free if free else 0.0
-
     def _refresh_fragment_rates(self) -> None:
         """Snapshot-wide FR at 16, 8 and 32 vCPU, recomputed from the clusters' running sums after a change."""
-        self._fr = (self._fragment_rate(16), self._fragment_rate(8), self._fragment_rate(32))
+        self._fr = tuple(fleet_fragment_rate(self._clusters, size) for size in (16, 8, 32))
 
     # ------------------------------------------------------------------ masks
     def _set_mask(self) -> None:

@@ -2,10 +2,12 @@
 
 ``python -m digital_twin.microservices [replay] ...`` replays a held-out worldcup98 day on a
 topology (default Online Boutique) three times: fixed replicas; fixed replicas under a DDoS
-scenario; the Kubernetes HPA ratio rule under the same DDoS (only the ratio, no stabilisation
-window: the full controller rule is ``agents.baselines.k8s_hpa``, used by ``evaluate.py``). It
-prints SLO-violation minutes per run and writes a PNG of load, end-to-end p95 latency and Ready
-replicas over time.
+scenario; the Kubernetes HPA rule on CPU under the same DDoS. It prints SLO-violation minutes
+per run and writes a PNG of load, end-to-end p95 latency and Ready replicas over time.
+
+The twin owns no decision rule: the runs take the ``static`` and ``k8s_hpa`` policies of
+``agents.autoscaling`` by name (the ported Kubernetes controller, with its 300 s scale-down
+stabilisation and scale-up limit; ``evaluate.py`` compares all the policies).
 
 ``python -m digital_twin.microservices calibrate`` fits service demand and the latency-vs-load
 relation from the Huawei serverless trace and writes the parameters to YAML.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digital_twin.microservices import policies
+from digital_twin.microservices.metrics import METRIC_INDEX
 from digital_twin.microservices.scenarios import compile_scenarios, load_scenarios
 from digital_twin.microservices.topology import load_topology
 from digital_twin.microservices.traces import WORLDCUP98_HELDOUT_DAYS, build_load_curve, load_worldcup98
@@ -44,7 +46,8 @@ def _replay_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ddos-shape", choices=("flood", "pulse"), default="pulse")
     p.add_argument("--ddos-start", type=float, default=None, help="DDoS start, minutes into the window (default: 40%%)")
     p.add_argument("--ddos-duration", type=float, default=None, help="DDoS length in minutes (default: 20%% of the window)")
-    p.add_argument("--hpa-target", type=float, default=0.6, help="HPA target CPU utilisation for the third run")
+    p.add_argument("--hpa-target", type=int, default=60,
+                   help="HPA CPU averageUtilization target of the third run, integer percent of the request")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/microservice_twin_replay.png"), help="PNG path")
 
@@ -55,11 +58,39 @@ def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topology", default="online_boutique", help="topology whose services get fitted demands")
 
 
+class _TwinView:
+    """The twin's last observation as the view an autoscaling policy reads (``agents.autoscaling.ClusterView``).
+
+    Only observed metrics: ``desired`` is the ``replicas_desired`` metric, as a controller reads
+    ``spec.replicas`` from the API server.
+
+    Shapes: raw_obs (B, S, M); low, high (S,); desired (B, S).
+    """
+
+    def __init__(self, twin: MicroserviceTwin, obs: np.ndarray):
+        self.topology = twin.topology
+        self.low = twin.topology.min_replicas.astype(np.int64)
+        self.high = twin.topology.max_replicas.astype(np.int64)
+        self.observe(obs)
+
+    def observe(self, obs: np.ndarray) -> None:
+        self.raw_obs = obs
+        self.desired = np.rint(obs[:, :, METRIC_INDEX["replicas_desired"]]).astype(np.int64)
+
+
 def _run(twin: MicroserviceTwin, policy, seed: int) -> dict[str, np.ndarray]:
+    """Replay the twin's load under ``policy`` (an ``agents.autoscaling.AutoscalingPolicy``).
+
+    Returns:
+        Per-step series of the first cluster, each (T,).
+    """
     obs, info = twin.reset(seed=seed)
+    view = _TwinView(twin, obs)
+    policy.reset(view)
     series = {k: [] for k in ("p95", "error", "ready", "slo", "offered", "dropped", "pod_seconds")}
-    for _ in range(twin.num_steps):
-        obs, info = twin.step(policy(obs))
+    for t in range(twin.num_steps):
+        obs, info = twin.step(policy.desired_replicas(view, now_s=t * twin.config.step_seconds))
+        view.observe(obs)
         series["p95"].append(info["e2e_latency_p95"][0])
         series["error"].append(info["e2e_error_rate"][0])
         series["ready"].append(obs[0, :, twin.metric_index["replicas_ready"]].sum())
@@ -71,6 +102,13 @@ def _run(twin: MicroserviceTwin, policy, seed: int) -> dict[str, np.ndarray]:
 
 
 def replay(args: argparse.Namespace) -> int:
+    if args.hpa_target <= 0:
+        raise SystemExit("--hpa-target must be a positive percent of the CPU request")
+    if args.replicas < 0:
+        raise SystemExit("--replicas must be non-negative")
+    # The rules live in the agents layer; imported here so the twin itself never needs it.
+    from agents.autoscaling import make_policy
+
     topology = load_topology(args.topology)
     if args.calibration is not None:
         from digital_twin.microservices.calibration import apply_calibration
@@ -94,13 +132,13 @@ def replay(args: argparse.Namespace) -> int:
                   "duration_minutes": max(duration, 0.25), "capacity_fraction": args.ddos_fraction,
                   "shape": args.ddos_shape, "period_seconds": 120, "duty": 0.5}]
     attacked = compile_scenarios(specs, topology, len(curve), curve.step_seconds, source=str(args.scenario or "<cli>"))
-    replicas = np.clip(args.replicas, topology.min_replicas, topology.max_replicas)
-    initial = replicas
+    initial = np.clip(args.replicas, topology.min_replicas, topology.max_replicas)
+    attack = "+".join(attacked.names)
     runs = {
-        f"fixed {args.replicas} replicas": (None, lambda obs: policies.fixed_replicas(obs, replicas)),
-        f"fixed {args.replicas} replicas + {'+'.join(attacked.names)}": (attacked, lambda obs: policies.fixed_replicas(obs, replicas)),
-        f"HPA ratio rule, no stabilisation (target {args.hpa_target:.0%}) + {'+'.join(attacked.names)}": (
-            attacked, lambda obs: policies.hpa_desired(obs, topology.cpu_request, args.hpa_target)),
+        f"fixed {args.replicas} replicas": (None, make_policy("static", static_replicas=args.replicas)),
+        f"fixed {args.replicas} replicas + {attack}": (attacked, make_policy("static", static_replicas=args.replicas)),
+        f"Kubernetes HPA (CPU target {args.hpa_target}%) + {attack}": (
+            attacked, make_policy("k8s_hpa", hpa_target=args.hpa_target)),
     }
     step_minutes = curve.step_seconds / 60.0
     print(f"topology {topology.name} ({topology.num_services} services), worldcup98 held-out day {args.day} "

@@ -1,17 +1,18 @@
 """Batched dynamics of the microservice twin: pods, queues, latency, metrics.
 
 The state is a :class:`ClusterState` of plain arrays with a leading batch axis B (independent
-clusters); :func:`step` is a pure-ish function ``(params, state, desired, rng, ...) ->
-(state, observations, info)`` vectorised over ``[B, S]`` (services) and ``[B, S, K]`` (pod
-slots). Python loops in a step run only over call-graph levels (3-4), sub-steps (a handful)
-and the Erlang recursion (up to K).
+clusters): ``[B, S]`` per service, ``[B, S, K]`` per pod slot, ``[B, N]`` per node. :func:`step`
+is a pure-ish function ``(params, state, desired, rng, ...) -> (state, observations, info)``
+over all B clusters at once.
 
-Implementation: the step's work runs in compiled per-cluster loops
-(:mod:`digital_twin.microservices.kernels`, numba): as numpy calls on ``[B, S, K]`` arrays
-it took some 250 calls per step, whose fixed cost dominated at RL batch sizes. The frozen
-dense numpy version in ``tests/microservices/reference_dynamics.py`` states the same model
-array by array; ``tests/microservices/test_step_equivalence.py`` steps both side by side:
-pod phases, nodes, counts and random streams must be identical, floats equal to rounding.
+Implementation: the step checks and broadcasts its inputs, then runs one compiled kernel,
+:func:`kernels.step_clusters` (numba): per cluster, loops over services and pod slots, in
+three passes (pods; requests through the call graph; the pods' end of step and the metrics).
+As numpy calls on ``[B, S, K]`` arrays the step took some 250 calls, whose fixed cost
+dominated at RL batch sizes. The frozen dense numpy version in
+``tests/microservices/reference_dynamics.py`` states the same model array by array;
+``tests/microservices/test_step_equivalence.py`` steps both side by side: pod phases, nodes,
+counts and random streams must be identical, floats equal to rounding.
 
 Model, per control step of ``step_seconds`` (default 15 s, the HPA sync period):
 
@@ -335,13 +336,15 @@ def step(
         cpu_request_core_seconds=np.empty((b, s)),
         crashes=np.empty((b, s), dtype=np.int64), oom_kills=np.empty((b, s), dtype=np.int64),
     )
-    kernels.step_clusters(
-        params.kernel, st.step_index, st.phase, st.timer, st.node, st.backoff, st.ready_age, st.desired,
-        st.backlog, st.node_demand, st.restarts, st.arrived_total, st.served_total, st.dropped_total,
-        np.ascontiguousarray(np.broadcast_to(desired_replicas, (b, s)), dtype=np.int64), rng,
-        np.ascontiguousarray(np.broadcast_to(offered_rate, (b,))), crash_prob,
-        np.ascontiguousarray(np.broadcast_to(kills, (b, s)), dtype=np.int64), f64(noisy_cpu, (b, n)),
-        f64(capacity_factor, (b, s)), np.ascontiguousarray(np.broadcast_to(node_up, (b, n)), dtype=bool), out)
+    inputs = kernels.StepInputs(
+        desired=np.ascontiguousarray(np.broadcast_to(desired_replicas, (b, s)), dtype=np.int64),
+        offered_rate=np.ascontiguousarray(np.broadcast_to(offered_rate, (b,))), crash_prob=crash_prob,
+        kills=np.ascontiguousarray(np.broadcast_to(kills, (b, s)), dtype=np.int64), noisy_cpu=f64(noisy_cpu, (b, n)),
+        capacity_factor=f64(capacity_factor, (b, s)),
+        node_up=np.ascontiguousarray(np.broadcast_to(node_up, (b, n)), dtype=bool))
+    # As plain tuples of the fields: numba checks their types faster (see kernels.step_clusters).
+    kernels.step_clusters(tuple(params.kernel), tuple(getattr(st, name) for name in kernels.KernelState._fields),
+                          tuple(inputs), rng, tuple(out))
     info = out._asdict()
     del info["obs"]
     info["offered_rate"] = offered_rate

@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-BUILTIN_DIR = Path(__file__).with_name("topologies")
+# Package data (declared in pyproject.toml), so that an installed wheel finds them too.
+BUILTIN_DIR = Path(str(resources.files("digital_twin.microservices").joinpath("topologies")))
 MIB = 1024.0 * 1024.0
 
 _SERVICE_NUMERIC_KEYS = {

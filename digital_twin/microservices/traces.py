@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from digital_twin.microservices.topology import Topology
+from digital_twin.resources import bundled_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO_ROOT / "data"
+DATA_DIR = bundled_path("data")
 WORLDCUP98_FILE = DATA_DIR / "worldcup98" / "invocation_count_1998-06-15_to_06-30.csv"
 HUAWEI_DIR = DATA_DIR / "huawei_serverless"
 AZURE_LLM_DIR = DATA_DIR / "azure_llm_inference"

@@ -24,6 +24,45 @@ from digital_twin.microservices.topology import Topology
 from digital_twin.microservices.traces import LoadCurve
 
 
+def warm_start(
+    params: dynamics.TwinParams,
+    batch_size: int,
+    initial_replicas: np.ndarray | None,
+    rng: np.random.Generator,
+    entry_rate: np.ndarray,
+) -> tuple[dynamics.ClusterState, np.ndarray, dict[str, np.ndarray]]:
+    """Start B clusters as if they had been running before the episode.
+
+    The initial replicas start Ready, then one warm-up step at ``entry_rate`` fills the
+    observations; its requests count as the episode's starting backlog and the step counter
+    starts at 0. No scenario acts in the warm-up: it stands for time before the episode (a
+    kill at minute 0 must fire once, in the first real step).
+
+    Args:
+        params: From :func:`dynamics.make_params`.
+        batch_size: B.
+        initial_replicas: (S,) or (B, S) replica counts; None for ``min_replicas``.
+        rng: Source of the warm-up step's randomness.
+        entry_rate: (B,) legitimate requests/s of the warm-up step (the episode's first load).
+
+    Returns:
+        ``(state, observations (B, S, M) float32, info)``: ``info`` is the warm-up step's,
+        as from :func:`dynamics.step`.
+    """
+    state = dynamics.reset(params, batch_size, initial_replicas, rng)
+    calm = empty_schedule(params.topology, 1)
+    state, obs, info = dynamics.step(
+        params, state, state.desired, rng, entry_rate=entry_rate,
+        attack_rate=calm.attack_rate[0], crash_rate=calm.crash_rate[0], kills=calm.kills[0],
+        noisy_cpu=calm.noisy_cpu[0], capacity_factor=calm.capacity_factor[0], node_up=calm.node_up[0],
+    )
+    state.step_index[:] = 0
+    state.arrived_total = state.backlog.copy()
+    state.served_total[:] = 0.0
+    state.dropped_total[:] = 0.0
+    return state, obs, info
+
+
 class MicroserviceTwin:
     """B independent clusters running one topology under a load curve and scenarios.
 
@@ -98,7 +137,7 @@ class MicroserviceTwin:
         """Start all clusters at step 0 with the initial replicas Ready.
 
         A warm-up step at the first load value fills the observations (the cluster was running
-        before the episode); its requests count as the episode's starting backlog.
+        before the episode; see :func:`warm_start`).
 
         Args:
             seed: Seed for a fresh ``np.random.Generator`` (ignored if ``rng`` is given).
@@ -108,15 +147,8 @@ class MicroserviceTwin:
             ``(observations, info)`` as from :meth:`step`.
         """
         self.rng = rng if rng is not None else np.random.default_rng(seed)
-        state = dynamics.reset(self.params, self.batch_size, self.initial_replicas, self.rng)
-        # The warm-up stands for time before the episode: no scenario acts in it (a kill at
-        # minute 0 must fire once, in the first real step).
-        state, obs, info = self._advance(state, state.desired, warm_up=True)
-        state.step_index[:] = 0
-        state.arrived_total = state.backlog.copy()
-        state.served_total[:] = 0.0
-        state.dropped_total[:] = 0.0
-        self.state = state
+        self.state, obs, info = warm_start(self.params, self.batch_size, self.initial_replicas, self.rng,
+                                           entry_rate=self.rates[:, 0])
         return obs, info
 
     def step(self, desired_replicas: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -139,9 +171,9 @@ class MicroserviceTwin:
         self.state, obs, info = self._advance(self.state, desired.astype(np.int64))
         return obs, info
 
-    def _advance(self, state: dynamics.ClusterState, desired: np.ndarray, warm_up: bool = False):
+    def _advance(self, state: dynamics.ClusterState, desired: np.ndarray):
         t = np.minimum(state.step_index, self.num_steps - 1)
-        sch = empty_schedule(self.topology, 1) if warm_up else self.schedule
+        sch = self.schedule
         return dynamics.step(
             self.params,
             state,

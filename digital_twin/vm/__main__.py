@@ -1,9 +1,12 @@
 """Command line for the VM-rescheduling twin.
 
     python -m digital_twin.vm demo                     # bundled real snapshot, greedy plan
-    python -m digital_twin.vm demo --snapshot FILE --budget 50
+    python -m digital_twin.vm demo --snapshot FILE --budget 50 --planner ffd
     python -m digital_twin.vm info FILE                # load, report disagreements, print metrics
     python -m digital_twin.vm replay --split dev --hosts 236 --fractions 0.75 1.0 --out-dir snaps/
+
+The demo needs a planner to drive the twin; planners live in ``agents.vm`` and are looked up by name
+only when ``demo`` runs (``info`` and ``replay`` need none).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
-from digital_twin.vm.planning import greedy_plan
+from digital_twin.resources import bundled_path
+from digital_twin.vm.cluster import Migration
 from digital_twin.vm.snapshot import Snapshot, SnapshotConsistencyWarning, SnapshotError, load_snapshot, save_snapshot
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "vmr2l_snapshots"
-DEFAULT_SNAPSHOT = DATA_DIR / "reset_vm_pm_id_clear2.json"
+DEFAULT_SNAPSHOT = bundled_path("data/vmr2l_snapshots/reset_vm_pm_id_clear2.json")
 
 
 def _load(path: str, strict: bool) -> Snapshot:
@@ -48,16 +52,34 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def apply_plan(snapshot: Snapshot, moves: list[tuple[int, int, int, int]]) -> list[tuple[int, Migration]]:
+    """Make a plan's ``(cluster index, vm, host, placement)`` moves on ``snapshot``, in order.
+
+    Returns:
+        ``(cluster index, migration)`` per move, with the source each VM left.
+    """
+    return [(ci, snapshot.clusters[ci].migrate(int(vm), int(host), int(place))) for ci, vm, host, place in moves]
+
+
+def run_demo(args: argparse.Namespace, planner: Callable[..., Any], name: str, summary: str | None = None) -> int:
+    """Plan on the snapshot with ``planner``, make the plan through the twin, and report before/after.
+
+    Args:
+        args: the ``demo`` arguments.
+        planner: ``plan(snapshot, budget) -> PlanResult`` (any ``agents.vm`` planner).
+        name: the planner's name in the report.
+        summary: a few words on how it plans, for the report.
+    """
     snapshot = _load(args.snapshot, args.strict)
     print(f"snapshot {args.snapshot}")
     print(snapshot.report.summary())
     _print_state(snapshot, "before")
     start = time.perf_counter()
-    plan = greedy_plan(snapshot.clusters, budget=args.budget)
+    result = planner(snapshot, args.budget)
     elapsed = time.perf_counter() - start
-    print(f"greedy plan (best FR decrease per migration, budget {args.budget}): "
-          f"{len(plan)} migrations in {elapsed:.2f} s")
+    plan = apply_plan(snapshot, result.moves)
+    about = f"{summary}, " if summary else ""
+    print(f"{name} plan ({about}budget {args.budget}): {len(plan)} migrations in {elapsed:.2f} s")
     for i, (ci, move) in enumerate(plan[: args.show], 1):
         c = snapshot.clusters[ci]
         print(f"  {i:3d}. {c.name}: {c.vm_ids[move.vm]} {c.host_ids[move.from_host]}/numa{move.from_placement} "
@@ -77,8 +99,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agents.vm.registry import PLANNER_SUMMARIES, get_planner
+
+    try:
+        planner = get_planner(args.planner)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_demo(args, planner, args.planner, PLANNER_SUMMARIES.get(args.planner))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
-    from digital_twin.vm.azure_replay import TraceFormatError, describe, replay
+    from digital_twin.vm.azure_replay import describe, replay
+    from digital_twin.vm.azure_trace import TraceFormatError
 
     try:
         result = replay(args.split, num_hosts=args.hosts, fractions=args.fractions, seed=args.seed,
@@ -104,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="VM-rescheduling digital twin: load real VMR2L-schema snapshots, report, defragment.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="fragment rate before/after a short greedy migration plan")
+    demo = sub.add_parser("demo", help="fragment rate before/after a short migration plan (greedy unless --planner)")
     demo.add_argument("--snapshot", default=str(DEFAULT_SNAPSHOT), help="VMR2L-schema JSON file (default: bundled real snapshot)")
     demo.add_argument("--budget", type=int, default=50, help="maximum migrations (default 50)")
+    demo.add_argument("--planner", default="greedy",
+                      help="planner name from agents.vm (greedy, ffd, random, cpsat, ...) or agent:PATH (default greedy)")
     demo.add_argument("--show", type=int, default=20, help="migrations to list (default 20)")
     demo.add_argument("--save", help="write the rescheduled snapshot here (VMR2L schema)")
     demo.add_argument("--strict", action="store_true", help="refuse snapshots whose stored free values disagree")

@@ -190,13 +190,17 @@ class Cluster:
         """(K, 2) canonical memory usage (MB) of each VM shape (see :attr:`shape_span`)."""
         return self._shape_mem
 
-    def vm_node_usage(self) -> tuple[np.ndarray, np.ndarray]:
-        """CPU and memory each VM uses on NUMA node 0 and node 1 of its current host.
+    def vm_node_usage(self, placement: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """CPU and memory each VM uses on NUMA node 0 and node 1 of its host.
+
+        Args:
+            placement: (V,) placements to evaluate instead of the current ones (a planned
+                target, say); None for the current placement.
 
         Returns:
             ``(cpu, mem)``, each (V, 2): the canonical usage, swapped for placement 1.
         """
-        swap = (self.vm_placement == 1)[:, None]
+        swap = ((self.vm_placement if placement is None else np.asarray(placement)) == 1)[:, None]
         cpu = np.where(swap, self.vm_cpu[:, ::-1], self.vm_cpu)
         mem = np.where(swap, self.vm_mem[:, ::-1], self.vm_mem)
         return cpu, mem
@@ -545,6 +549,20 @@ class Cluster:
             new._shape_any_flat = _flat_view(new._shape_any)
         return new
 
+    # Pickling (training checkpoints hold envs mid-episode): memoryviews don't pickle, so the flat
+    # views are dropped and rebuilt over the unpickled arrays.
+    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_shape_fit_flat", "_shape_any_flat")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._FLAT_VIEWS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._set_flat_views()
+        if self._shape_fit is not None:
+            self._shape_fit_flat = _flat_view(self._shape_fit)
+            self._shape_any_flat = _flat_view(self._shape_any)
+
     def capacity_violations(self) -> list[tuple[int, int]]:
         """(host, node) pairs whose free CPU or memory is negative; empty for any reachable state."""
         bad = np.argwhere((self.free_cpu < 0) | (self.free_mem < 0))
@@ -613,3 +631,18 @@ def make_cluster(
         vm_allow_migration=vm_allow_migration if vm_allow_migration is not None else np.ones(num_vms, dtype=bool),
         deployment_sets=list(deployment_sets),
     )
+
+
+def fleet_fragment_sums(clusters: Sequence[Cluster], size: int = 16) -> tuple[int, int]:
+    """``(sum(free mod size), sum(free))`` over several clusters' active NUMA nodes.
+
+    The one definition of a multi-cluster fragment rate: FR = first / second (0 when nothing is free).
+    """
+    sums = [c.fragment_sums(size) for c in clusters]
+    return sum(s[0] for s in sums), sum(s[1] for s in sums)
+
+
+def fleet_fragment_rate(clusters: Sequence[Cluster], size: int = 16) -> float:
+    """Fragment rate over several clusters together (how the VMR2L papers report a snapshot)."""
+    frag, free = fleet_fragment_sums(clusters, size)
+    return frag / free if free else 0.0

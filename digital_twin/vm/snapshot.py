@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from digital_twin.vm.cluster import Cluster, DeploymentSet, VMType, make_cluster
+from digital_twin.vm.cluster import Cluster, DeploymentSet, VMType, fleet_fragment_rate, make_cluster
 from digital_twin.vm.metrics import FRAGMENT_SIZES
 
 _ANTI_AFFINITY_GRANULARITIES = ("host", "rack")
@@ -129,9 +129,7 @@ class Snapshot:
 
     def fragment_rate(self, size: int = 16) -> float:
         """Fragment rate over all clusters' active NUMA nodes (how the VMR2L papers report a snapshot)."""
-        sums = [c.fragment_sums(size) for c in self.clusters]
-        free = sum(s[1] for s in sums)
-        return sum(s[0] for s in sums) / free if free else 0.0
+        return fleet_fragment_rate(self.clusters, size)
 
     def metrics(self) -> dict[str, Any]:
         """Snapshot-wide metrics: fragment rates, new-VM capacity per type, migrations, memory moved."""

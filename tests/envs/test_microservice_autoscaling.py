@@ -18,16 +18,11 @@ from digital_twin.microservices.traces import (
     WORLDCUP98_HELDOUT_DAYS,
     WORLDCUP98_TRAIN_DAYS,
 )
-from envs.microservice_autoscaling import (
-    CONFIG_DIR,
-    MaskedMultiDiscrete,
-    MicroserviceAutoscalingEnv,
-    MicroserviceConfig,
-    MicroserviceCore,
-    builtin_configs,
-    load_config,
-)
-from envs.microservice_rewards import RewardWeights, global_reward
+from envs.microservice.config import CONFIG_DIR, MicroserviceConfig, builtin_configs, load_config
+from envs.microservice.core import MicroserviceCore
+from envs.microservice.rewards import RewardWeights, global_reward
+from envs.microservice.single import MicroserviceAutoscalingEnv
+from envs.microservice.spaces import MaskedMultiDiscrete
 from tests.envs.microservice_helpers import masked_random_actions
 
 ENV_ID = "clustergym/MicroserviceAutoscaling-v0"
@@ -252,8 +247,8 @@ def test_masked_multidiscrete_takes_the_flat_mask():
 def test_docstring_examples_run():
     import doctest
 
-    import envs.microservice_autoscaling as single
-    import envs.microservice_autoscaling_v0 as multi
+    import envs.microservice.parallel as multi
+    import envs.microservice.single as single
 
     for module in (single, multi):
         result = doctest.testmod(module)

@@ -1,4 +1,4 @@
-"""microservice_autoscaling_v0: PettingZoo API, seeding, spaces, state, layouts, merge rule, rewards."""
+"""envs.microservice.parallel (microservice_autoscaling_v0): PettingZoo API, seeding, spaces, state, layouts, merge rule, rewards."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from gymnasium.utils.env_checker import data_equivalence
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test, state_test
 
-from envs import microservice_autoscaling_v0 as ms
-from envs.microservice_autoscaling_v0 import merge_proposals
+from envs.microservice import parallel as ms
+from envs.microservice.parallel import merge_proposals
 from tests.envs.microservice_helpers import masked_random_actions
 
 LAYOUTS = [("online_boutique_worldcup", "per_service"), ("online_boutique_failures", "roles"),
@@ -169,3 +169,33 @@ def test_truncation_empties_agents_and_pickles():
     assert all(truncations.values()) and par.agents == []
     with pytest.raises(RuntimeError, match="reset"):
         par.step({})
+
+
+@pytest.mark.parametrize("layout", ["per_service", "roles"])
+def test_spaces_are_built_once_and_do_not_keep_the_env_alive(layout):
+    import gc
+    import weakref
+
+    par = ms.parallel_env(config="chain4_huawei", layout=layout)
+    for agent in par.possible_agents:
+        assert par.observation_space(agent) is par.observation_space(agent)
+        assert par.action_space(agent) is par.action_space(agent)
+    # One object per agent: seeding one agent's space leaves the others' draws alone.
+    assert len({id(par.action_space(a)) for a in par.possible_agents}) == len(par.possible_agents)
+    ref = weakref.ref(par)
+    del par
+    gc.collect()
+    assert ref() is None, "a cache still holds the env"
+
+
+def test_the_deprecated_module_path_still_gives_parallel_env():
+    import importlib
+    import sys
+
+    sys.modules.pop("envs.microservice_autoscaling_v0", None)
+    with pytest.warns(DeprecationWarning, match="envs.microservice"):
+        old = importlib.import_module("envs.microservice_autoscaling_v0")
+    assert old.parallel_env is ms.parallel_env
+    from envs.microservice import parallel_env
+
+    assert parallel_env is ms.parallel_env

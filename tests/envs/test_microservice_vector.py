@@ -7,13 +7,11 @@ import sys
 
 import gymnasium as gym
 import numpy as np
-import pytest
 from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers the ids)
-from envs.microservice_autoscaling import MicroserviceAutoscalingEnv, MicroserviceCore, load_config
-from envs.microservice_vector import MicroserviceAutoscalingVectorEnv
+from envs.microservice import MicroserviceAutoscalingEnv, MicroserviceAutoscalingVectorEnv, MicroserviceCore, load_config
 from tests.envs.microservice_helpers import masked_random_actions
 
 ENV_ID = "clustergym/MicroserviceAutoscaling-v0"
@@ -109,18 +107,17 @@ def test_vector_env_same_seed_identical_across_autoresets():
 
 
 def test_importing_the_envs_does_not_import_torch():
-    code = ("import sys, envs, envs.microservice_vector, envs.microservice_autoscaling_v0; "
+    code = ("import sys, envs, envs.microservice, envs.microservice.vector, envs.microservice.parallel; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_sb3_ppo_trains_on_the_adapter():
-    pytest.importorskip("stable_baselines3")
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from envs.microservice_vector import MicroserviceSB3VecEnv, make_sb3_vec_env
+    from envs.microservice.vector import MicroserviceSB3VecEnv, make_sb3_vec_env
 
     torch.set_num_threads(1)
     venv = make_sb3_vec_env(4, "chain4_huawei", window_steps=16)
@@ -139,12 +136,11 @@ def test_sb3_ppo_trains_on_the_adapter():
 
 
 def test_sb3_contrib_maskable_ppo_reads_the_masks():
-    pytest.importorskip("sb3_contrib")
     import torch
     from sb3_contrib import MaskablePPO
     from sb3_contrib.common.maskable.utils import get_action_masks
 
-    from envs.microservice_vector import make_sb3_vec_env
+    from envs.microservice.vector import make_sb3_vec_env
 
     torch.set_num_threads(1)
     venv = make_sb3_vec_env(2, "chain4_huawei", window_steps=16, initial_replicas=1)
@@ -155,3 +151,53 @@ def test_sb3_contrib_maskable_ppo_reads_the_masks():
     model = MaskablePPO("MultiInputPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=64)
     assert model.num_timesteps >= 64
+
+
+def test_sb3_infos_hold_every_term_as_python_scalars_read_on_access():
+    """The adapter's lazy per-cluster infos read as the plain dicts they replace."""
+    from collections.abc import Mapping
+
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from envs.microservice.core import INFO_KEYS
+    from envs.microservice.vector import make_sb3_vec_env
+
+    b, window = 3, 4
+    sb3 = make_sb3_vec_env(b, "chain4_huawei", window_steps=window, initial_replicas=1)
+    native = MicroserviceAutoscalingVectorEnv(b, "chain4_huawei", window_steps=window, initial_replicas=1,
+                                              autoreset_mode=AutoresetMode.SAME_STEP)
+    sb3.seed(5)
+    sb3.reset()
+    native.reset(seed=5)
+    rng = np.random.default_rng(0)
+    kept = []
+    for t in range(2 * window + 1):
+        actions = rng.integers(0, 5, size=(b, 4))
+        _, _, dones, infos = sb3.step(actions)
+        _, _, _, _, info = native.step(actions)
+        source = info["final_info"] if dones.any() else info
+        assert len(infos) == b and dones.all() == ((t + 1) % window == 0)
+        for i, entry in enumerate(infos):
+            assert isinstance(entry, Mapping) and entry.get("episode") is None and "episode" not in entry
+            for key in (*INFO_KEYS, "clipped_moves"):
+                expected = source[key][i].item()
+                assert entry[key] == expected and type(entry[key]) is type(expected), key
+                assert entry.get(key) == expected and key in entry.keys()
+            assert ("terminal_observation" in entry) == bool(dones[i])
+            assert set(entry) - {"terminal_observation", "TimeLimit.truncated"} == {*INFO_KEYS, "clipped_moves"}
+        kept.append((infos, [entry.copy() for entry in infos]))
+    # Later steps leave earlier infos alone; a write changes one cluster's info only.
+    for infos, copies in kept:
+        assert all(type(c) is dict for c in copies)
+        assert [dict(entry) for entry in infos] == copies
+    infos = kept[0][0]
+    infos[1]["extra"] = 1
+    assert infos[1]["extra"] == 1 and "extra" not in infos[0] and "extra" not in infos[2]
+    del infos[1]["extra"]
+    assert dict(infos[1]) == kept[0][1][1]
+    # SB3's VecMonitor copies an ending cluster's info and adds its episode.
+    monitor = VecMonitor(make_sb3_vec_env(b, "chain4_huawei", window_steps=window))
+    monitor.reset()
+    for _ in range(window):
+        _, _, dones, infos = monitor.step(np.full((b, 4), 2))
+    assert dones.all() and all(entry["episode"]["l"] == window and "pod_seconds" in entry for entry in infos)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -13,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import envs  # noqa: F401  (registers the ids)
+from digital_twin.resources import bundled_path
 from digital_twin.vm import Snapshot
 from envs.vm_rescheduling import PHASE_PICK_DESTINATION, PHASE_PICK_VM, VMReschedulingEnv, make_vm_env
 from envs.vm_sources import AzureReplaySource, FileSource, REAL_SNAPSHOTS, check_disjoint, load_vm_config
 from tests.vm.conftest import clusters
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "vm_rescheduling").glob("*.yaml"))
+CONFIGS = sorted(bundled_path("configs/vm_rescheduling").glob("*.yaml"))
 SMALL = REAL_SNAPSHOTS / "reset_vm_pm_id_clear2.json"
 
 

@@ -32,6 +32,12 @@ def test_replay_prints_consistent_numbers_and_writes_png(tmp_path):
     # A flood at 100% of max-replica capacity for 6 minutes breaks the SLO at 4 fixed replicas
     # (the undisturbed run meets it at this quiet hour).
     assert "ddos" in names[1] and violation[1] >= violation[0] + 5
+    # The third run is the ported Kubernetes rule (agents.autoscaling ``k8s_hpa``), its target in
+    # integer percent as in evaluate.py.
+    assert names[2].startswith("Kubernetes HPA (CPU target 60%)") and "ddos" in names[2]
+    # Scaling up towards max replicas never does worse than holding 4 under the same flood
+    # (measured: 6.25 and 6.25 minutes; the flood saturates even max replicas).
+    assert violation[2] <= violation[1]
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert f"wrote {png}" in out.stdout
 
@@ -40,3 +46,11 @@ def test_replay_rejects_bad_window(tmp_path):
     out = subprocess.run([sys.executable, "-m", "digital_twin.microservices", "--start-minute", "5000",
                           "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
     assert out.returncode != 0 and "--start-minute" in out.stderr
+
+
+def test_hpa_target_is_an_integer_percent(tmp_path):
+    """One unit for ``--hpa-target`` everywhere: percent of the CPU request, as Kubernetes writes it."""
+    for value, message in (("0.6", "invalid int value"), ("0", "positive percent")):
+        out = subprocess.run([sys.executable, "-m", "digital_twin.microservices", "--hpa-target", value,
+                              "--minutes", "1", "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
+        assert out.returncode != 0 and message in out.stderr, out.stderr

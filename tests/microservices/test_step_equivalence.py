@@ -208,3 +208,10 @@ def test_inplace_step_accepts_non_contiguous_or_read_only_state(chain4):
     new = dyn.step(params, odd, desired, np.random.default_rng(0), inplace=True, **inputs)
     assert new[0] is odd and odd.phase.flags.writeable and odd.timer.flags.c_contiguous
     _assert_same_step(new, expected, 0)
+
+
+def test_kernel_state_names_the_cluster_state_fields():
+    """``dynamics.step`` hands the state to the kernel by ``KernelState``'s field names, in its order."""
+    from digital_twin.microservices import kernels
+
+    assert kernels.KernelState._fields == tuple(STATE_FIELDS)

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from digital_twin.vm import Cluster, DeploymentSet, VMType, load_snapshot, make_cluster
+from digital_twin.resources import bundled_path
+from digital_twin.vm import Cluster, VMType, load_snapshot
+from digital_twin.vm.generators import random_cluster
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "vmr2l_snapshots"
+DATA = bundled_path("data/vmr2l_snapshots")
 SMALL_REAL = DATA / "reset_vm_pm_id_clear2.json"
 BIG_REAL = DATA / "reset_vm_pm_id_clear_big2.json"
 
@@ -91,50 +93,29 @@ TYPES = [VMType("t2", 2, 4096.0, 1), VMType("t4", 4, 8192.0, 1), VMType("t8", 8,
 @st.composite
 def clusters(draw, max_hosts: int = 6, max_vms: int = 24) -> Cluster:
     """Random valid clusters: random hosts (some inactive), VMs packed where they fit, anti-affinity sets."""
-    num_hosts = draw(st.integers(1, max_hosts))
-    cpu_total = np.array([[draw(st.sampled_from([16, 24, 44]))] * 2 for _ in range(num_hosts)], dtype=np.int64)
-    mem_total = cpu_total * 4096.0
-    status = [draw(st.sampled_from(["ACTIVE", "ACTIVE", "ACTIVE", "MAINTENANCE"])) for _ in range(num_hosts)]
-    free_cpu, free_mem = cpu_total.copy(), mem_total.copy()
-    vm_type, vm_host, node_cpu, node_mem = [], [], [], []
-    for _ in range(draw(st.integers(0, max_vms))):
-        t = draw(st.integers(0, len(TYPES) - 1))
-        h = draw(st.integers(0, num_hosts - 1))
-        vtype = TYPES[t]
-        split = vtype.numa == 2 or draw(st.booleans()) and vtype.request_cpu % 2 == 0 and vtype.request_cpu >= 4
-        if split:
-            use_cpu = np.array([vtype.request_cpu // 2] * 2)
-            use_mem = np.array([vtype.request_mem_mb / 2] * 2)
-        else:
-            n = draw(st.integers(0, 1))
-            use_cpu = np.array([vtype.request_cpu if k == n else 0 for k in (0, 1)])
-            use_mem = np.array([vtype.request_mem_mb if k == n else 0.0 for k in (0, 1)])
-        if (free_cpu[h] >= use_cpu).all() and (free_mem[h] >= use_mem).all():
-            free_cpu[h] -= use_cpu
-            free_mem[h] -= use_mem
-            vm_type.append(t)
-            vm_host.append(h)
-            node_cpu.append(use_cpu)
-            node_mem.append(use_mem)
-    num_vms = len(vm_type)
-    allow = np.array([draw(st.booleans()) or draw(st.booleans()) for _ in range(num_vms)], dtype=bool)
-    sets = []
-    if num_vms >= 2 and draw(st.booleans()):
-        # Anti-affinity members must start on distinct hosts (racks): pick one VM per host.
-        gran = draw(st.sampled_from(["host", "rack"]))
-        racks = np.array([draw(st.integers(0, 2)) for _ in range(num_hosts)])
-        key = np.array(vm_host) if gran == "host" else racks[np.array(vm_host)]
-        _, first = np.unique(key, return_index=True)
-        if len(first) >= 2:
-            sets.append(DeploymentSet(gran, np.sort(first)))
-    else:
-        racks = np.zeros(num_hosts, dtype=np.int64)
-    return make_cluster(
-        "random", TYPES, [f"pm_{i}" for i in range(num_hosts)], cpu_total, mem_total,
-        [f"vm_{i}" for i in range(num_vms)], np.array(vm_type, dtype=np.int64), np.array(vm_host, dtype=np.int64),
-        np.array(node_cpu, dtype=np.int64).reshape(-1, 2), np.array(node_mem).reshape(-1, 2),
-        host_status=status, host_rack=racks, vm_allow_migration=allow, deployment_sets=sets,
+    return random_cluster(
+        draw(st.integers(0, 2**32 - 1)), draw(st.integers(1, max_hosts)), draw(st.integers(0, max_vms)),
+        vm_types=TYPES, node_cpu=(16, 24, 44), mem_per_cpu=4096.0, inactive=0.25, split=0.5, frozen=0.25,
+        anti_affinity=0.5, rack_anti_affinity=0.5,
     )
+
+
+# Tiny Azure V1 trace files. Interval map: bucket 0 = [0, 300), 1 = [300, 600), 2 = [600, 900] (last, capped).
+TINY_INTERVALS = "0 0\n300 1\n600 2\n900 2\n"
+TINY_FLAVOURS = "1,1 a\n2,2 b\n4,4 c\n6,10 d\n10,4 e\n20,1 f\n"
+GOOD_F = ["0 a,|,b,b,|", "300 c,|"]
+GOOD_D = ["0 U0,|,U1,C2,|", "300 C2,|"]
+
+
+def write_trace(tmp: Path, flav_lines: list[str], dur_lines: list[str], cut: int, split: str = "dev",
+                flavours: str = TINY_FLAVOURS, intervals: str = TINY_INTERVALS) -> Path:
+    """Write a tiny trace (flavour map, interval map, flavour and duration files) into ``tmp``."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "flav_map.txt").write_text(flavours)
+    (tmp / "v1.interval_map.txt").write_text(intervals)
+    (tmp / f"v1.{split}.txt").write_text("\n".join(flav_lines) + "\n")
+    (tmp / f"v1.{split}.c{cut}.txt").write_text("\n".join(dur_lines) + "\n")
+    return tmp
 
 
 def brute_force_feasible(cluster: Cluster, vm: int) -> np.ndarray:

@@ -1,28 +1,14 @@
-"""Azure V1 replay: parsing of the real files, error reporting, determinism, placement and snapshots."""
+"""Azure V1 replay: determinism, placement, departures, held-out splits and snapshots."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from digital_twin.vm import azure_replay as ar
-from digital_twin.vm.azure_replay import AzureV1Trace, HostSpec, TraceFormatError, replay, replay_snapshot
-
-# Tiny interval map: bucket 0 = [0, 300), 1 = [300, 600), 2 = [600, 900] (last, capped).
-TINY_INTERVALS = "0 0\n300 1\n600 2\n900 2\n"
-TINY_FLAVOURS = "1,1 a\n2,2 b\n4,4 c\n6,10 d\n10,4 e\n20,1 f\n"
-
-
-def write_trace(tmp: Path, flav_lines: list[str], dur_lines: list[str], cut: int, split: str = "dev",
-                flavours: str = TINY_FLAVOURS, intervals: str = TINY_INTERVALS) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "flav_map.txt").write_text(flavours)
-    (tmp / "v1.interval_map.txt").write_text(intervals)
-    (tmp / f"v1.{split}.txt").write_text("\n".join(flav_lines) + "\n")
-    (tmp / f"v1.{split}.c{cut}.txt").write_text("\n".join(dur_lines) + "\n")
-    return tmp
+from digital_twin.vm.azure_replay import HostSpec, flavour_types, replay, replay_snapshot
+from digital_twin.vm.azure_trace import AzureV1Trace, TraceFormatError
+from tests.vm.conftest import GOOD_D, GOOD_F, write_trace
 
 
 def cluster_arrays(c):
@@ -43,94 +29,13 @@ def dev236():
     return replay("dev", 236, fractions=[0.5, 0.75, 1.0], seed=0)
 
 
-# ---------------------------------------------------------------------- parsing the real files
-def test_real_files_parse_with_documented_counts():
-    dev = AzureV1Trace.load("dev")
-    test = AzureV1Trace.load("test")
-    assert (len(dev.line_time), dev.num_vms) == (1000, 259_159)
-    assert (dev.line_time[0], dev.line_time[-1], dev.cut_s) == (1_800_000, 2_099_700, 2_100_000)
-    assert (len(test.line_time), test.num_vms) == (1638, 410_276)
-    assert test.cut_s == 2_591_400 and test.line_time[0] == 2_100_000
-    assert dev.flavour_letters == tuple("abcdefghijklmnop")
-    assert dev.flavour_cpu[3] == 16 and dev.flavour_mem_mb[3] == 112 * 1024
-    assert dev.flavour_mem_mb[0] == 768.0  # 0.75 GB
-    assert len(dev.bucket_lo_s) == 46 and dev.bucket_hi_s[-1] == 1_728_000
-    assert dev.bucket_lo_s[13] == 3900 and dev.bucket_hi_s[13] == 7500  # 3900..7200 listed, +300
-    assert dev.batch[0] == 0 and dev.batch[-1] == dev.num_batches - 1
-    assert np.all(np.diff(dev.batch) >= 0) and np.all(np.diff(dev.time) >= 0)
-    assert AzureV1Trace.load("dev") is dev  # cached per (data_dir, split)
-
-
-@pytest.mark.parametrize("split", ["dev", "test"])
-def test_censored_buckets_match_time_to_cut(split):
-    # C<k> encodes how long the VM had run at the cut, measured from its line's timestamp: this is
-    # what pins a line's bin to [T, T + 300) and the replay window to [first line, cut).
-    tr = AzureV1Trace.load(split)
-    c = tr.censored
-    ran = (tr.cut_s - tr.time[c]).astype(float)
-    k = tr.bucket[c]
-    assert np.all((tr.bucket_lo_s[k] <= ran) & ((ran < tr.bucket_hi_s[k]) | (k == len(tr.bucket_lo_s) - 1)))
-
-
+# ---------------------------------------------------------------------- flavours -> VM types
 def test_vm_types_from_flavours():
-    types = AzureV1Trace.load("dev").vm_types()
+    types = flavour_types(AzureV1Trace.load("dev"))
     assert [t.name for t in types][:3] == ["azure.a", "azure.b", "azure.c"]
     assert all(t.numa == 1 for t in types)  # every Azure flavour fits a 44-vCPU, 180 GB NUMA node
-    small = AzureV1Trace.load("dev").vm_types(HostSpec((8, 8), (16384.0, 16384.0)))
+    small = flavour_types(AzureV1Trace.load("dev"), HostSpec((8, 8), (16384.0, 16384.0)))
     assert {t.name: t.numa for t in small}["azure.d"] == 2  # 16 vCPU, 112 GB: split over both nodes
-
-
-# ---------------------------------------------------------------------- malformed files
-GOOD_F = ["0 a,|,b,b,|", "300 c,|"]
-GOOD_D = ["0 U0,|,U1,C2,|", "300 C2,|"]
-
-
-def test_good_tiny_trace_parses(tmp_path):
-    tr = AzureV1Trace.load("dev", write_trace(tmp_path, GOOD_F, GOOD_D, 600))
-    np.testing.assert_array_equal(tr.flavour, [0, 1, 1, 2])
-    np.testing.assert_array_equal(tr.batch, [0, 1, 1, 2])
-    np.testing.assert_array_equal(tr.bucket, [0, 1, 2, 2])
-    np.testing.assert_array_equal(tr.censored, [False, False, True, True])
-    np.testing.assert_array_equal(tr.line, [1, 1, 1, 2])
-    assert tr.num_batches == 3 and tr.span_s == 600
-
-
-@pytest.mark.parametrize(
-    "flav, dur, bad_file, line, needle",
-    [
-        (GOOD_F, ["0 U0,|,U1,C2,|", "600 C2,|"], "v1.dev.c600.txt", 2, "timestamp"),
-        (GOOD_F, ["0 U0,|,U1,|", "300 C2,|"], "v1.dev.c600.txt", 1, "token count"),
-        (GOOD_F, ["0 U0,U1,|,C2,|", "300 C2,|"], "v1.dev.c600.txt", 1, "token 2 'U1'"),
-        (GOOD_F, ["0 U0,|,X3,C2,|", "300 C2,|"], "v1.dev.c600.txt", 1, "token 3 'X3'"),
-        (GOOD_F, ["0 U0,|,U,C2,|", "300 C2,|"], "v1.dev.c600.txt", 1, "token 3 'U'"),
-        (GOOD_F, ["0 U0,|,U1,C2,|", "300 U7,|"], "v1.dev.c600.txt", 2, "token 1 'U7'"),
-        (["0 a,|,z,b,|", "300 c,|"], GOOD_D, "v1.dev.txt", 1, "token 3 'z'"),
-        (["0 a,|,b,b,|", "3x0 c,|"], GOOD_D, "v1.dev.txt", 2, "timestamp"),
-        (["0 a,|,b,b,|", "0 c,|"], GOOD_D, "v1.dev.txt", 2, "does not increase"),
-        (GOOD_F, GOOD_D[:1], "v1.dev.c600.txt", 2, "missing"),
-        (GOOD_F, ["0 U0,|,U1,,C2,|", "300 C2,|"], "v1.dev.c600.txt", 1, "token count"),
-    ],
-    ids=["timestamp", "count", "batch", "X3", "U-no-number", "bucket-range", "unknown-flavour",
-         "bad-timestamp", "not-increasing", "missing-line", "empty-token"],
-)
-def test_malformed_files_name_file_line_and_token(tmp_path, flav, dur, bad_file, line, needle):
-    with pytest.raises(TraceFormatError) as info:
-        AzureV1Trace.load("dev", write_trace(tmp_path, flav, dur, 600))
-    err = info.value
-    assert Path(err.file).name == bad_file
-    assert err.line == line
-    text = str(err)
-    assert f"{bad_file}:{line}:" in text and needle in text
-
-
-def test_empty_token_in_both_files_is_reported(tmp_path):
-    with pytest.raises(TraceFormatError, match=r"v1\.dev\.txt:1: token 2 '': empty token"):
-        AzureV1Trace.load("dev", write_trace(tmp_path, ["0 a,,|"], ["0 U0,,|"], 300))
-
-
-def test_cut_before_last_bin_is_an_error(tmp_path):
-    with pytest.raises(TraceFormatError, match=r"v1\.dev\.c500\.txt:2: timestamp"):
-        AzureV1Trace.load("dev", write_trace(tmp_path, GOOD_F, GOOD_D, 500))
 
 
 # ---------------------------------------------------------------------- determinism
@@ -186,7 +91,7 @@ def test_fragment_rate_plausible_and_hosts_mostly_full(dev236):
 def test_load_scale_is_picked_for_the_target(dev236):
     trace = AzureV1Trace.load("dev")
     assert dev236.load_scale == ar.suggest_load_scale(trace, 236, dev236.times_s, seed=0)
-    cpu, _ = trace.demand(dev236.times_s, seed=0)
+    cpu, _ = ar.demand(trace, dev236.times_s, seed=0)
     expected_util = dev236.load_scale * cpu.mean() / (236 * 88)
     assert expected_util == pytest.approx(0.85)
 
@@ -219,7 +124,7 @@ def test_departure_is_processed_before_arrival_at_same_instant(tmp_path):
     arrival = np.array([0.0, 0.0, 100.0])
     departure = np.array([100.0, np.inf, np.inf])
     host_of, clusters, cuts = ar._run_events(
-        trace, trace.vm_types(host), host, 1, arrival, departure, np.ones(3, bool), np.array([100.0]), 0
+        trace, flavour_types(trace, host), host, 1, arrival, departure, np.ones(3, bool), np.array([100.0]), 0
     )
     assert cuts[0].rejected == 0 and cuts[0].departed == 1
     assert clusters[0].vm_ids == ["vm_1", "vm_2"]
@@ -289,9 +194,7 @@ def test_bad_cut_times_are_refused():
 
 # ---------------------------------------------------------------------- VMR2L schema round trip
 def test_saved_snapshot_loads_back_identical(tmp_path):
-    snapshot = pytest.importorskip("digital_twin.vm.snapshot")
-    if not hasattr(snapshot, "save_snapshot"):
-        pytest.skip("digital_twin.vm.snapshot has no save_snapshot yet")
+    import digital_twin.vm.snapshot as snapshot
     res = replay("dev", 30, fractions=[0.8, 1.0], seed=0, load_scale=0.06)
     # One file per cut: the cuts are states of the same hosts, and a VMR2L document needs host
     # and VM ids unique across its cluster_list.

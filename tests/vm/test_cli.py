@@ -53,3 +53,12 @@ def test_replay_saves_loadable_snapshots(tmp_path):
     assert snap.clusters[0].num_hosts == 40 and snap.clusters[0].num_vms > 0
     fr = float(proc.stdout.split("FR ")[-1].split()[0])
     assert round(snap.fragment_rate(), 4) == fr
+
+
+def test_demo_takes_the_planner_by_name():
+    proc = run("demo", "--budget", "5", "--planner", "ffd", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "ffd plan (largest VMs first" in proc.stdout
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["plan_length"] <= 5
+    bad = run("demo", "--planner", "gredy")
+    assert bad.returncode == 2 and "unknown VM planner 'gredy'" in bad.stderr and "greedy" in bad.stderr

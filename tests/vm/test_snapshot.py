@@ -98,9 +98,9 @@ def test_unchanged_real_snapshot_saves_byte_for_byte_equivalent(path, tmp_path):
 def test_save_after_migrations_roundtrips_and_adjusts_stored_free(real_snapshot, tmp_path):
     snap = real_snapshot.copy()
     cluster = snap.clusters[0]
-    from digital_twin.vm.planning import greedy_plan
+    from agents.vm.heuristics import greedy_migrations
 
-    plan = greedy_plan([cluster], budget=5)
+    plan = greedy_migrations([cluster], budget=5)
     assert len(plan) == 5
     for mode in ("stored", "recomputed"):
         out = tmp_path / f"{mode}.json"

@@ -1,0 +1,140 @@
+"""The autoscaling policy interface, and the adapters of the HPA rule and of saved agents to it.
+
+A *policy* drives B clusters at once. Each one reads what a real autoscaler would read (the
+twin's Prometheus-named metrics: CPU usage, Ready replicas, desired replicas) and returns the
+*desired replica count* per service; :func:`deltas_for` turns that into the env core's
+replica changes. The static and threshold rules are in :mod:`agents.autoscaling.references`,
+the Kubernetes rule itself in :mod:`agents.autoscaling.k8s_hpa`; a saved SB3 agent acts on the
+same observations the env gives it.
+
+Shapes: B clusters, S services, M metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from agents.autoscaling.k8s_hpa import BatchedHPAState, HPABehavior, batched_hpa_recommend
+from digital_twin.microservices.metrics import METRIC_INDEX
+from digital_twin.microservices.topology import Topology
+
+if TYPE_CHECKING:
+    from envs.microservice import MicroserviceCore
+
+
+class ClusterView(Protocol):
+    """What a rule-based policy reads of B clusters; :class:`~envs.microservice.MicroserviceCore` is one.
+
+    Attributes:
+        raw_obs: (B, S, M) float32 un-normalised observations, columns in
+            :data:`~digital_twin.microservices.metrics.METRIC_NAMES` order.
+        topology: The services (their CPU request per pod is read).
+        low: (S,) int64 minimum replicas.
+        high: (S,) int64 maximum replicas.
+        desired: (B, S) int64 desired replicas now (``spec.replicas``).
+    """
+
+    raw_obs: np.ndarray
+    topology: Topology
+    low: np.ndarray
+    high: np.ndarray
+    desired: np.ndarray
+
+
+class AutoscalingPolicy(Protocol):
+    """Reset per batch of episodes; then one decision per control step."""
+
+    name: str
+
+    def reset(self, core: ClusterView) -> None: ...
+
+    def desired_replicas(self, core: ClusterView, now_s: float) -> np.ndarray:
+        """(B, S) desired replicas at time ``now_s`` (seconds since the episode start)."""
+        ...
+
+
+def cpu_utilization_percent(core: ClusterView) -> tuple[np.ndarray, np.ndarray]:
+    """What the HPA's metrics client computes: ``100 * usage / (ready pods * CPU request)``.
+
+    Returns:
+        ``(utilization (B, S), ready pods (B, S))``; utilization is 0 where no pod is Ready.
+    """
+    raw = core.raw_obs
+    ready = np.rint(raw[:, :, METRIC_INDEX["replicas_ready"]]).astype(np.int64)
+    usage = raw[:, :, METRIC_INDEX["cpu_usage_cores"]].astype(np.float64)
+    request = core.topology.cpu_request[None, :] * np.maximum(ready, 1)
+    return np.where(ready > 0, 100.0 * usage / request, 0.0), ready
+
+
+def deltas_for(core: ClusterView, desired: np.ndarray) -> np.ndarray:
+    """Replica changes that take each service from its current desired count to ``desired``."""
+    return np.clip(desired, core.low, core.high) - core.desired
+
+
+class KubernetesHPAPolicy:
+    """The Kubernetes HPA rule on CPU utilisation, one HPA per service, batched.
+
+    Args:
+        target_utilization: ``averageUtilization`` target, integer percent of the CPU request.
+        behavior: ``None`` for an HPA written without ``spec.behavior`` (Kubernetes' default:
+            the legacy path, scale-up capped at max(2x, 4), a 300 s scale-down window);
+            ``HPABehavior()`` for the documented ``behavior`` defaults.
+        name: Label in reports.
+    """
+
+    def __init__(self, target_utilization: int = 60, behavior: HPABehavior | None = None, name: str = "k8s_hpa"):
+        self.target, self.behavior, self.name = int(target_utilization), behavior, name
+
+    def reset(self, core: ClusterView) -> None:
+        b, s = core.desired.shape
+        self.state = BatchedHPAState.empty(b, s)
+
+    def desired_replicas(self, core: ClusterView, now_s: float) -> np.ndarray:
+        util, ready = cpu_utilization_percent(core)
+        decision = batched_hpa_recommend(
+            self.state, now_s, core.desired, ready, util, self.target, core.low, core.high, behavior=self.behavior)
+        return decision.desired_replicas
+
+
+class AgentPolicy:
+    """A saved SB3 model (``PPO`` or ``MaskablePPO``) trained on MicroserviceAutoscaling-v0.
+
+    Unlike the rules it needs the env core itself (:class:`~envs.microservice.MicroserviceCore`):
+    it acts on the env's normalised observations and action deltas.
+
+    Args:
+        path: The ``.zip`` SB3 saved.
+
+    Raises:
+        FileNotFoundError: No such file.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"agent model not found: {self.path}")
+        # Torch, SB3 and the env package load only when an agent is asked for.
+        from sb3_contrib import MaskablePPO
+        from stable_baselines3 import PPO
+
+        from envs.microservice import batched_observation
+
+        self._observe = batched_observation
+
+        try:
+            self.model, self.masked = MaskablePPO.load(self.path, device="cpu"), True
+        except (ValueError, KeyError, TypeError):
+            self.model, self.masked = PPO.load(self.path, device="cpu"), False
+        self.name = f"agent:{self.path.stem}"
+
+    def reset(self, core: MicroserviceCore) -> None:
+        pass
+
+    def desired_replicas(self, core: MicroserviceCore, now_s: float) -> np.ndarray:
+        obs = self._observe(core)
+        kwargs = {"action_masks": obs["action_mask"]} if self.masked else {}
+        actions, _ = self.model.predict(obs, deterministic=True, **kwargs)
+        return core.desired + core.deltas[np.asarray(actions, dtype=np.int64)]

@@ -1,0 +1,26 @@
+"""Exact CP-SAT planning of MNL-constrained fragment-rate minimisation, and a large-neighbourhood variant.
+
+The problem (VMR2L): move at most ``budget`` (MNL) VMs, each inside its own cluster, so that the
+snapshot's fragment rate ``FR = sum(free mod 16) / sum(free)`` over active NUMA nodes is smallest,
+respecting NUMA CPU and memory capacity, anti-affinity and the migratable flags. A plan moves each
+VM at most once, straight to its final ``(host, placement)``, so the MNL counts VMs whose final
+host differs from their original host, which is also the number of migrations the twin replays.
+
+The pieces:
+
+* :mod:`~agents.vm.cpsat.model`: :class:`FRModel`, the counted CP-SAT model (interchangeable VMs
+  counted per shape, anti-affinity members placed one by one, ``free = 16 q + r`` per node).
+* :mod:`~agents.vm.cpsat.sequencing`: :func:`sequence_moves`, the order in which a target
+  placement's moves are feasible one by one (greedy, then an exact ordering model).
+* :mod:`~agents.vm.cpsat.planners`: :func:`cpsat_plan` (solve, sequence, repair capacity cycles)
+  and :func:`cpsat_lns_plan` (large neighbourhoods from greedy's plan).
+
+Bounds are over plans that move each VM at most once (the MNL-as-moved-VMs reading); a plan that
+moves a VM away and back could in principle do better with the same number of migrations.
+"""
+
+from agents.vm.cpsat.model import FRModel, Target
+from agents.vm.cpsat.planners import cpsat_lns_plan, cpsat_plan
+from agents.vm.cpsat.sequencing import sequence_moves, sequence_plan
+
+__all__ = ["FRModel", "Target", "cpsat_lns_plan", "cpsat_plan", "sequence_moves", "sequence_plan"]

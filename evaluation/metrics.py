@@ -1,0 +1,110 @@
+"""What an evaluation measures, per problem: the per-episode metrics and their table columns.
+
+Pure functions of an episode's record (a plan and its snapshot, or an autoscaling episode's
+per-step arrays), so that evaluation and training report the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+MetricColumn = tuple[str, str, str]
+"""``(row key, table header, format spec)`` of one metric column."""
+
+VM_METRICS: list[MetricColumn] = [
+    ("fr_after", "final FR", ".4f"), ("cpsat_share", "share of CP-SAT gain", ".3f"),
+    ("migrations", "migrations", ".1f"), ("wall_s", "s per plan", ".3g"),
+]
+AUTOSCALING_METRICS: list[MetricColumn] = [
+    ("slo_violation_minutes", "SLO-violation min", ".2f"), ("success", "success rate", ".2f"),
+    ("p95_latency_s", "mean p95 s", ".3f"), ("dropped_requests", "dropped requests", ".0f"),
+    ("pod_hours", "pod-hours", ".2f"), ("recovery_minutes", "recovery min", ".2f"),
+]
+
+
+# ---------------------------------------------------------------------- VM rescheduling
+def fr_curve(snapshot, moves, budget: int) -> list[float]:
+    """FR after 0, 1, ..., budget migrations of the plan (held at its last value after the plan ends).
+
+    Args:
+        snapshot: the episode's :class:`~digital_twin.vm.Snapshot` (left unchanged: a copy is replayed).
+        moves: the plan's ``(cluster, vm, host, placement)`` migrations, in order.
+        budget: the migration budget, which sets the curve's length.
+
+    Returns:
+        ``budget + 1`` fragment rates.
+    """
+    snap = snapshot.copy()
+    curve = [snap.fragment_rate()]
+    for ci, vm, host, placement in moves:
+        snap.clusters[ci].migrate(vm, host, placement)
+        curve.append(snap.fragment_rate())
+    return curve + [curve[-1]] * (budget + 1 - len(curve))
+
+
+def add_cpsat_share(episode_rows: Sequence[dict[str, Any]]) -> None:
+    """Set each row's ``cpsat_share``: ``(FR0 - FR) / (FR0 - FR_cpsat)``, in place.
+
+    The reference is the best CP-SAT planner (method name ``cpsat*``) run on the same episode;
+    NaN when none ran or it gained nothing.
+
+    Args:
+        episode_rows: one row per method of one episode, with ``method``, ``fr_before``, ``fr_after``.
+    """
+    solver_frs = [r["fr_after"] for r in episode_rows if r["method"].startswith("cpsat")]
+    for r in episode_rows:
+        gain = r["fr_before"] - min(solver_frs) if solver_frs else 0.0
+        r["cpsat_share"] = (r["fr_before"] - r["fr_after"]) / gain if gain > 1e-12 else float("nan")
+
+
+# ---------------------------------------------------------------------- autoscaling
+def longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D bool array."""
+    padded = np.concatenate([[0], flags.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
+
+
+def recovery_minutes(violated: np.ndarray, onset_step: int | None, step_minutes: float, hold_steps: int) -> float:
+    """Minutes from the failure onset until the SLO has held for ``hold_steps`` consecutive steps.
+
+    0 when the SLO holds for ``hold_steps`` right from the onset; NaN without a failure, or when
+    no such stretch starts before the episode ends.
+    """
+    if onset_step is None:
+        return float("nan")
+    ok = ~violated[onset_step:]
+    if len(ok) < hold_steps:
+        return float("nan")
+    # held[i]: the SLO holds on steps i .. i + hold_steps - 1 (a sliding-window count).
+    counts = np.convolve(ok.astype(np.int64), np.ones(hold_steps, dtype=np.int64), mode="valid")
+    starts = np.flatnonzero(counts == hold_steps)
+    return float(starts[0] * step_minutes) if len(starts) else float("nan")
+
+
+def autoscaling_episode_metrics(arrays: dict[str, np.ndarray], step_minutes: float, onset_step: int | None,
+                                breach_limit_minutes: float, hold_steps: int) -> dict[str, float]:
+    """The :data:`AUTOSCALING_METRICS` of one episode.
+
+    Args:
+        arrays: the episode's per-step ``slo_violated``, ``e2e_latency_p95`` (s),
+            ``dropped_requests`` and ``pod_seconds``, each of shape (T,).
+        step_minutes: minutes per control step.
+        onset_step: the step the first failure starts on; None for a variant without failure.
+        breach_limit_minutes: the episode succeeds if no SLO breach lasts longer than this.
+        hold_steps: recovered once the SLO has held this many steps in a row after the onset.
+
+    Returns:
+        ``{metric key: value}``, keys as in :data:`AUTOSCALING_METRICS`.
+    """
+    violated = arrays["slo_violated"] > 0
+    return {
+        "slo_violation_minutes": float(violated.sum() * step_minutes),
+        "success": float(longest_run(violated) * step_minutes <= breach_limit_minutes),
+        "p95_latency_s": float(arrays["e2e_latency_p95"].mean()),
+        "dropped_requests": float(arrays["dropped_requests"].sum()),
+        "pod_hours": float(arrays["pod_seconds"].sum() / 3600.0),
+        "recovery_minutes": recovery_minutes(violated, onset_step, step_minutes, hold_steps),
+    }

@@ -1,0 +1,81 @@
+"""The autoscaling package's interface: lazy imports, the registry, and the policies on the env core."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from agents.autoscaling import POLICY_NAMES, AutoscalingPolicy, deltas_for, make_policy
+from agents.autoscaling.k8s_hpa import BatchedHPAState, batched_hpa_recommend
+from agents.autoscaling.policies import KubernetesHPAPolicy, cpu_utilization_percent
+from agents.autoscaling.references import StaticPolicy
+from envs.microservice import MicroserviceCore, load_config
+
+
+def test_import_is_lazy():
+    """``import agents.autoscaling`` loads no submodule; ``make_policy`` pulls in no torch, SB3 or env."""
+    code = (
+        "import sys, agents.autoscaling as a\n"
+        "assert not [m for m in sys.modules if m.startswith('agents.autoscaling.')], sys.modules\n"
+        "from agents.autoscaling import make_policy, deltas_for, AutoscalingPolicy, POLICY_NAMES\n"
+        "[make_policy(n) for n in POLICY_NAMES]\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'stable_baselines3', 'sb3_contrib', 'envs')]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_every_name_builds_a_policy_of_that_name():
+    for name in POLICY_NAMES:
+        policy: AutoscalingPolicy = make_policy(name)
+        assert policy.name == name
+        # The AutoscalingPolicy protocol, checked by hand (it is not runtime-checkable).
+        assert callable(policy.reset) and callable(policy.desired_replicas)
+
+
+def test_unknown_names_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="unknown autoscaling policy 'bogus'.*static, threshold, k8s_hpa"):
+        make_policy("bogus")
+    with pytest.raises(FileNotFoundError, match="agent model not found"):
+        make_policy("agent:/nonexistent/model.zip")
+
+
+def test_static_is_one_rule_and_refuses_negative_counts():
+    assert make_policy("static", static_replicas=7).rule.replicas == 7
+    with pytest.raises(ValueError):
+        StaticPolicy(-1)
+
+
+@pytest.fixture(scope="module")
+def core() -> MicroserviceCore:
+    core = MicroserviceCore(load_config("chain4_huawei", window_steps=8), num_clusters=3)
+    core.reset(np.random.default_rng(0))
+    return core
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_policies_drive_the_env_core_within_bounds(core, name):
+    rng = np.random.default_rng(1)
+    core.reset(rng)
+    policy = make_policy(name, static_replicas=3, hpa_target=50)
+    policy.reset(core)
+    for t in range(core.window_steps):
+        desired = policy.desired_replicas(core, now_s=t * core.config.step_seconds)
+        assert desired.shape == core.desired.shape
+        core.step(deltas_for(core, desired), rng)
+        # deltas_for lands each service on the policy's count, clipped to its bounds.
+        np.testing.assert_array_equal(core.desired, np.clip(desired, core.low, core.high))
+
+
+def test_hpa_policy_is_the_batched_port_on_cpu_utilisation(core):
+    core.reset(np.random.default_rng(2))
+    policy = KubernetesHPAPolicy(target_utilization=40)
+    policy.reset(core)
+    util, ready = cpu_utilization_percent(core)
+    expected = batched_hpa_recommend(BatchedHPAState.empty(*core.desired.shape), 0.0, core.desired, ready, util, 40,
+                                     core.low, core.high)
+    np.testing.assert_array_equal(policy.desired_replicas(core, now_s=0.0), expected.desired_replicas)

@@ -29,6 +29,8 @@ bench: install
 	$(PY) bench/vm_twin.py
 	$(PY) bench/microservice_twin.py
 	$(PY) bench/envs.py
+	$(PY) bench/vm_beam.py
+	$(PY) bench/vm_policy.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -16,11 +16,12 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from digital_twin.resources import bundled_path, resolve_path
 from digital_twin.vm.azure_replay import HostSpec, replay
 from digital_twin.vm.snapshot import Snapshot, SnapshotConsistencyWarning, load_snapshot
+from digital_twin.vm.vmr2l_like import MIXES, _check_range, generate_snapshot
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL_SNAPSHOTS = ROOT / "data" / "vmr2l_snapshots"
+REAL_SNAPSHOTS = bundled_path("data/vmr2l_snapshots")
 
 
 class SnapshotSource(Protocol):
@@ -55,7 +56,7 @@ class FileSource:
     _cache: dict[Path, Snapshot] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.paths = [Path(p) if Path(p).is_absolute() else ROOT / p for p in self.paths]
+        self.paths = [resolve_path(p) for p in self.paths]
         if not self.paths:
             raise ValueError("FileSource needs at least one snapshot file")
         for p in self.paths:
@@ -122,13 +123,71 @@ class AzureReplaySource:
         self._queue.clear()
 
 
+@dataclass
+class VMR2LLikeSource:
+    """Fresh VMR2L-like snapshots (:mod:`digital_twin.vm.vmr2l_like`): the real files' host spec
+    and type mixes, the Azure V1 trace's churn (``split`` ``"dev"`` or ``"test"``).
+
+    Each call generates one snapshot of ``num_clusters`` clusters (uniform integer, both ends
+    included) of ``hosts_range`` hosts each, sharing one mix drawn from ``mixes``, each filled to a
+    CPU utilisation drawn from ``utilisation_range`` and cut at a fraction of the trace span drawn
+    from ``fraction_range``, with a ``random_fit`` placement chance drawn from ``random_fit_range``
+    (default ``(0, 0)``: best fit); all from the env's generator. Its identity is the trace split,
+    as for :class:`AzureReplaySource`, so a ``dev`` source and a ``test`` one never share data.
+    """
+
+    split: str = "dev"
+    hosts_range: tuple[int, int] = (100, 400)
+    num_clusters: tuple[int, int] = (1, 2)
+    utilisation_range: tuple[float, float] = (0.75, 0.95)
+    fraction_range: tuple[float, float] = (0.5, 0.95)
+    mixes: tuple[str, ...] = ("clear2", "clear_big2")
+    warmup_s: float | None = 86400.0
+    random_fit_range: tuple[float, float] = (0.0, 0.0)
+    host: HostSpec = field(default_factory=HostSpec)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("dev", "test"):
+            raise ValueError(f"VMR2LLikeSource split must be 'dev' or 'test', got {self.split!r}")
+        self.hosts_range = tuple(int(x) for x in self.hosts_range)  # type: ignore[assignment]
+        self.num_clusters = tuple(int(x) for x in self.num_clusters)  # type: ignore[assignment]
+        self.utilisation_range = tuple(float(x) for x in self.utilisation_range)  # type: ignore[assignment]
+        self.fraction_range = tuple(float(x) for x in self.fraction_range)  # type: ignore[assignment]
+        self.random_fit_range = tuple(float(x) for x in self.random_fit_range)  # type: ignore[assignment]
+        self.mixes = tuple(self.mixes)
+        unknown = [m for m in self.mixes if m not in MIXES]
+        if unknown or not self.mixes:
+            raise ValueError(f"mixes must name type mixes among {sorted(MIXES)}, got {list(self.mixes)}")
+        # Validate the ranges once, here, rather than at the first episode.
+        _check_range("hosts_range", self.hosts_range, 1, None)
+        _check_range("num_clusters", self.num_clusters, 1, None)
+        _check_range("utilisation_range", self.utilisation_range, 0.0, 1.0, open_low=True)
+        _check_range("fraction_range", self.fraction_range, 0.0, 1.0)
+        _check_range("random_fit_range", self.random_fit_range, 0.0, 1.0)
+
+    def __call__(self, rng: np.random.Generator) -> Snapshot:
+        snap, _ = generate_snapshot(
+            rng, self.split, hosts_range=self.hosts_range, num_clusters=self.num_clusters,
+            utilisation_range=self.utilisation_range, fraction_range=self.fraction_range,
+            mixes=self.mixes, warmup_s=self.warmup_s, host=self.host, random_fit_range=self.random_fit_range,
+        )
+        return snap
+
+    def identity(self) -> set[str]:
+        return {f"azure_v1:{self.split}"}
+
+    def restart(self) -> None:
+        pass  # nothing buffered: each call depends only on the generator
+
+
 def make_source(spec: dict[str, Any] | SnapshotSource) -> SnapshotSource:
-    """A source from a config mapping (``kind: files`` or ``kind: azure``) or an existing source.
+    """A source from a config mapping (``kind: files``, ``azure`` or ``vmr2l_like``) or an existing source.
 
     Examples (YAML)::
 
         {kind: files, paths: [data/vmr2l_snapshots/reset_vm_pm_id_clear2.json], split: eval}
         {kind: azure, split: dev, num_hosts: 236, fraction_range: [0.6, 1.0]}
+        {kind: vmr2l_like, split: dev, hosts_range: [100, 400], utilisation_range: [0.75, 0.95]}
     """
     if not isinstance(spec, dict):
         return spec
@@ -142,7 +201,11 @@ def make_source(spec: dict[str, Any] | SnapshotSource) -> SnapshotSource:
         if "host" in spec and isinstance(spec["host"], dict):
             spec["host"] = HostSpec(**spec["host"])
         return AzureReplaySource(**spec)
-    raise ValueError(f"unknown snapshot source kind {kind!r}: expected 'files' or 'azure'")
+    if kind == "vmr2l_like":
+        if "host" in spec and isinstance(spec["host"], dict):
+            spec["host"] = HostSpec(**spec["host"])
+        return VMR2LLikeSource(**spec)
+    raise ValueError(f"unknown snapshot source kind {kind!r}: expected 'files', 'azure' or 'vmr2l_like'")
 
 
 def check_disjoint(train: SnapshotSource, held_out: SnapshotSource) -> None:
@@ -157,11 +220,13 @@ def check_disjoint(train: SnapshotSource, held_out: SnapshotSource) -> None:
 def load_vm_config(path: str | Path) -> dict[str, Any]:
     """Read a VM-rescheduling config (YAML): ``env`` kwargs, ``train_source``, ``eval_source``.
 
+    ``path`` may name a bundled config (``configs/vm_rescheduling/...``) from any folder.
+
     The two sources are checked to be disjoint (:func:`check_disjoint`).
     """
     import yaml
 
-    path = Path(path)
+    path = resolve_path(path)
     with open(path, encoding="utf-8") as f:
         config = yaml.safe_load(f)
     if not isinstance(config, dict):

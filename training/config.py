@@ -1,0 +1,241 @@
+"""Training configs: the YAML schema of ``configs/train/*.yaml``, dotted overrides, one-line errors.
+
+A training config names what to train (the problem and its env config), how (the algorithm, the
+policy and their hyperparameters), for how long (the budget), with which seed, and how often to
+evaluate on the held-out split and to checkpoint::
+
+    description: PPO with the graph policy on small Azure V1 replays (smoke test, < 5 min).
+    problem: vm_rescheduling
+    env_config: configs/vm_rescheduling/azure_small.yaml
+    algorithm: maskable_ppo
+    policy: {name: graph, d_hidden: 32}
+    ppo: {learning_rate: 2.5e-4, n_steps: 128, ...}
+    n_envs: 2
+    total_timesteps: 2048
+    seed: 0
+    eval: {every_timesteps: 1024, episodes: 2}
+    checkpoint: {every_updates: 1}
+
+Every key is checked: an unknown one is refused with the allowed keys and a did-you-mean, a value
+of the wrong type or range with what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from digital_twin.resources import bundled_path, resolve_path
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or an override: the message is one line, shown as it is."""
+
+
+# Defaults of every key; a key not listed here is refused.
+DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "problem": "vm_rescheduling",
+    "env_config": None,
+    "env": {},
+    "algorithm": "maskable_ppo",
+    "policy": {"name": "graph"},
+    "ppo": {
+        "learning_rate": 2.5e-4,
+        "n_steps": 256,
+        "batch_size": 64,
+        "n_epochs": 4,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "clip_range": 0.1,
+        "ent_coef": 0.005,
+        "vf_coef": 0.5,
+        "max_grad_norm": 0.5,
+        "target_kl": None,
+    },
+    "n_envs": 2,
+    "total_timesteps": 10_000,
+    "seed": 0,
+    "torch_threads": 1,
+    "eval": {"every_timesteps": 5_000, "episodes": 4, "seed": 0},
+    "checkpoint": {"every_updates": 1},
+}
+
+PROBLEMS = ("vm_rescheduling",)
+ALGORITHMS = {"vm_rescheduling": ("maskable_ppo",)}
+POLICIES = {"vm_rescheduling": ("graph", "mlp")}
+# Sections whose keys are free-form (passed to a constructor that checks them itself).
+FREE_FORM = ("policy", "env")
+_POSITIVE_INTS = ("n_envs", "total_timesteps", "torch_threads", "ppo.n_steps", "ppo.batch_size", "ppo.n_epochs",
+                  "eval.every_timesteps", "eval.episodes", "checkpoint.every_updates")
+_NON_NEGATIVE_INTS = ("seed", "eval.seed")
+_POSITIVE_FLOATS = ("ppo.learning_rate", "ppo.clip_range", "ppo.max_grad_norm")
+_UNIT_FLOATS = ("ppo.gamma", "ppo.gae_lambda")
+_NON_NEGATIVE_FLOATS = ("ppo.ent_coef", "ppo.vf_coef")
+
+
+def train_configs_dir() -> Path:
+    """The bundled ``configs/train/`` folder."""
+    return bundled_path("configs/train")
+
+
+def list_train_configs() -> list[tuple[Path, str]]:
+    """``(path, description)`` of each bundled training config, for ``train.py --help``."""
+    out = []
+    for path in sorted(train_configs_dir().glob("*.yaml")):
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+            out.append((path, " ".join(str(doc.get("description", "")).split())))
+        except yaml.YAMLError:
+            out.append((path, "(unreadable YAML)"))
+    return out
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(where: str, given: dict[str, Any], allowed: dict[str, Any], prefix: str = "") -> None:
+    for key, value in given.items():
+        name = f"{prefix}{key}"
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {name!r}{_did_you_mean(key, list(allowed))}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
+        if key in FREE_FORM and not prefix:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {name!r} must be a mapping, got {value!r}")
+            continue
+        if isinstance(allowed[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {name!r} must be a mapping of {', '.join(sorted(allowed[key]))}, got {value!r}")
+            _check_keys(where, value, allowed[key], prefix=f"{name}.")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in FREE_FORM:
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def get_dotted(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"ppo.learning_rate=1e-4"`` -> ``(["ppo", "learning_rate"], 0.0001)`` (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. ppo.learning_rate=1e-4 or total_timesteps=4096")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+    return parts, value
+
+
+def _as_override_dict(parts: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+def _check_values(where: str, config: dict[str, Any]) -> None:
+    def bad(key: str, what: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} must be {what}, got {get_dotted(config, key)!r}")
+
+    for key in _POSITIVE_INTS:
+        v = get_dotted(config, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(key, "a positive integer")
+    for key in _NON_NEGATIVE_INTS:
+        v = get_dotted(config, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(key, "an integer >= 0")
+    for key in _POSITIVE_FLOATS:
+        v = get_dotted(config, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise bad(key, "a number > 0")
+    for key in _UNIT_FLOATS:
+        v = get_dotted(config, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise bad(key, "a number in [0, 1]")
+    for key in _NON_NEGATIVE_FLOATS:
+        v = get_dotted(config, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise bad(key, "a number >= 0")
+    kl = config["ppo"]["target_kl"]
+    if kl is not None and (isinstance(kl, bool) or not isinstance(kl, (int, float)) or kl <= 0):
+        raise bad("ppo.target_kl", "null or a number > 0")
+    if config["problem"] not in PROBLEMS:
+        raise ConfigError(f"{where}: problem {config['problem']!r} is not one of {', '.join(PROBLEMS)}")
+    algorithms = ALGORITHMS[config["problem"]]
+    if config["algorithm"] not in algorithms:
+        raise ConfigError(f"{where}: algorithm {config['algorithm']!r} is not one of {', '.join(algorithms)} "
+                          f"for problem {config['problem']}")
+    policies = POLICIES[config["problem"]]
+    name = config["policy"].get("name")
+    if name not in policies:
+        raise ConfigError(f"{where}: policy.name {name!r} is not one of {', '.join(policies)}")
+    if not config["env_config"] or not isinstance(config["env_config"], str):
+        raise ConfigError(f"{where}: env_config must name the env's YAML config, e.g. configs/vm_rescheduling/azure_small.yaml")
+    env_path = resolve_path(config["env_config"])
+    if not env_path.is_file():
+        raise ConfigError(f"{where}: env_config {config['env_config']!r} does not exist")
+    batch = config["ppo"]["n_steps"] * config["n_envs"]
+    if config["ppo"]["batch_size"] > batch:
+        raise ConfigError(f"{where}: ppo.batch_size {config['ppo']['batch_size']} is larger than a rollout "
+                          f"(ppo.n_steps x n_envs = {batch})")
+
+
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read, merge with the defaults, apply ``key=value`` overrides, and check a training config.
+
+    Args:
+        path: the YAML file (relative paths may also name a bundled ``configs/train/...`` file).
+        overrides: dotted ``key=value`` strings, applied in order.
+
+    Returns:
+        The resolved config: every key present, values checked.
+
+    Raises:
+        ConfigError: a one-line message naming the file or override, what is wrong, what is allowed.
+    """
+    p = resolve_path(path)
+    where = str(path)
+    if not p.is_file():
+        raise ConfigError(f"{where}: no such config file (bundled training configs: "
+                          f"{', '.join(str(q.relative_to(train_configs_dir().parents[1])) for q, _ in list_train_configs())})")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML{at}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not a text file") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping of {', '.join(sorted(DEFAULTS))}, got {type(doc).__name__}")
+    _check_keys(where, doc, DEFAULTS)
+    config = _merge(DEFAULTS, doc)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _check_keys(f"override {text!r}", _as_override_dict(parts, value), DEFAULTS)
+        config = _merge(config, _as_override_dict(parts, value))
+    _check_values(where if not overrides else f"{where} (with overrides)", config)
+    return config

@@ -83,6 +83,34 @@ class FileSource:
 
 
 @dataclass
+class FixedSource:
+    """Copies of snapshots already in memory, one drawn per episode (uniformly, seeded).
+
+    For tests, and for training or planning on snapshots built in code; its identity is the
+    snapshots' object ids, so it never collides with a file or trace source.
+    """
+
+    snapshots: Sequence[Snapshot]
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.snapshots, Snapshot):
+            self.snapshots = [self.snapshots]
+        if not self.snapshots:
+            raise ValueError("FixedSource needs at least one snapshot")
+
+    def __call__(self, rng: np.random.Generator) -> Snapshot:
+        index = int(rng.integers(len(self.snapshots))) if len(self.snapshots) > 1 else 0
+        return self.snapshots[index].copy()
+
+    def identity(self) -> set[str]:
+        return {f"memory:{id(s)}" for s in self.snapshots}
+
+    def restart(self) -> None:
+        pass
+
+
+@dataclass
 class AzureReplaySource:
     """Fresh snapshots replayed from the Azure V1 trace (``split`` ``"dev"`` or ``"test"``).
 

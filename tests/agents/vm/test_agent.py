@@ -14,7 +14,7 @@ from agents.vm.plan import replay_plan
 from agents.vm.policy import VMGraphPolicy
 from digital_twin.vm import Snapshot, load_snapshot
 from envs.vm_rescheduling import VMReschedulingEnv
-from envs.vm_sources import REAL_SNAPSHOTS
+from envs.vm_sources import REAL_SNAPSHOTS, FixedSource
 from training.runs import save_model
 
 BUDGET = 6
@@ -41,24 +41,6 @@ def clear2() -> Snapshot:
 def small(clear2) -> Snapshot:
     """Its second cluster alone: 43 hosts, 155 VMs (what the models are built for)."""
     return Snapshot.from_clusters([clear2.clusters[1]])
-
-
-class FixedSource:
-    """Hands out copies of one snapshot (a SnapshotSource to train on)."""
-
-    split = "train"
-
-    def __init__(self, snapshot: Snapshot):
-        self.snapshot = snapshot
-
-    def __call__(self, rng):
-        return self.snapshot.copy()
-
-    def identity(self):
-        return {"fixed"}
-
-    def restart(self):
-        pass
 
 
 def small_env(snapshot: Snapshot) -> VMReschedulingEnv:

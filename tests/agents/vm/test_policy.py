@@ -12,7 +12,7 @@ from sb3_contrib import MaskablePPO
 from agents.vm.policy import MASKED_LOGIT, IncrementalPolicy, VMGraphExtractor, VMGraphPolicy, load_vm_model
 from digital_twin.vm import Snapshot, load_snapshot
 from envs.vm_rescheduling import PHASE_PICK_DESTINATION, PHASE_PICK_VM, VMReschedulingEnv
-from envs.vm_sources import REAL_SNAPSHOTS
+from envs.vm_sources import REAL_SNAPSHOTS, FixedSource
 
 ATOL = 1e-5  # summation order differs between relabelled graphs; padding itself changes nothing
 
@@ -42,24 +42,6 @@ def small_snapshot() -> Snapshot:
 def big_snapshot() -> Snapshot:
     """The real 352 + 824-host, 4,546-VM snapshot (4,547 actions)."""
     return load_quietly("reset_vm_pm_id_clear_big2.json")
-
-
-class FixedSource:
-    """Hands out copies of one snapshot (a SnapshotSource for training on it)."""
-
-    split = "train"
-
-    def __init__(self, snapshot: Snapshot):
-        self.snapshot = snapshot
-
-    def __call__(self, rng):
-        return self.snapshot.copy()
-
-    def identity(self):
-        return {"fixed"}
-
-    def restart(self):
-        pass
 
 
 def make_env(snapshot: Snapshot, max_hosts: int, max_vms: int, budget: int = 8) -> VMReschedulingEnv:

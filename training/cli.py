@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         resume = False
     print(f"run folder: {run_dir}", file=sys.stderr)
 
-    from training.maskable_ppo import train
+    if config.get("algorithm", "maskable_ppo") == "bc":
+        from training.imitation import train
+    else:
+        from training.maskable_ppo import train
 
     mode = args.wandb or os.environ.get("WANDB_MODE") or "offline"
     wandb_run = _start_wandb(mode, run_dir, config, info["run_id"], resume)

@@ -16,6 +16,11 @@ evaluate on the held-out split and to checkpoint::
     eval: {every_timesteps: 1024, episodes: 2}
     checkpoint: {every_updates: 1}
 
+``algorithm: bc`` (behaviour cloning of a planner's plans, ``training/imitation.py``) reads the
+``bc`` section (teacher planner and its time limit, demonstrations, epochs, batch size, learning
+rate, value-loss weight) and ``ppo.gamma`` / ``ppo.max_grad_norm``; ``init_from`` (a run folder
+or ``model.zip``) starts ``maskable_ppo`` from a saved policy's weights.
+
 Every key is checked: an unknown one is refused with the allowed keys and a did-you-mean, a value
 of the wrong type or range with what is allowed.
 """
@@ -63,19 +68,35 @@ DEFAULTS: dict[str, Any] = {
     "torch_threads": 1,
     "eval": {"every_timesteps": 5_000, "episodes": 4, "seed": 0},
     "checkpoint": {"every_updates": 1},
+    # algorithm: bc -- behaviour cloning of a planner's plans on training snapshots (training/imitation.py).
+    "bc": {
+        "teacher": "beam",
+        "teacher_time_limit_s": 0.5,
+        "demonstrations": 64,
+        "epochs": 10,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "value_coef": 0.5,
+    },
+    # algorithm: maskable_ppo -- start from the policy weights of a run folder or model.zip (e.g. a bc run).
+    "init_from": None,
 }
 
 PROBLEMS = ("vm_rescheduling",)
-ALGORITHMS = {"vm_rescheduling": ("maskable_ppo",)}
+ALGORITHMS = {"vm_rescheduling": ("maskable_ppo", "bc")}
+TEACHERS = ("greedy", "beam", "cpsat", "cpsat_lns", "ffd")
+"""Planners ``bc.teacher`` may name (``agents.vm.VM_PLANNERS`` keys; not random)."""
 POLICIES = {"vm_rescheduling": ("graph", "mlp")}
 # Sections whose keys are free-form (passed to a constructor that checks them itself).
 FREE_FORM = ("policy", "env")
 _POSITIVE_INTS = ("n_envs", "total_timesteps", "torch_threads", "ppo.n_steps", "ppo.batch_size", "ppo.n_epochs",
-                  "eval.every_timesteps", "eval.episodes", "checkpoint.every_updates")
+                  "eval.every_timesteps", "eval.episodes", "checkpoint.every_updates", "bc.demonstrations",
+                  "bc.epochs", "bc.batch_size")
 _NON_NEGATIVE_INTS = ("seed", "eval.seed")
-_POSITIVE_FLOATS = ("ppo.learning_rate", "ppo.clip_range", "ppo.max_grad_norm")
+_POSITIVE_FLOATS = ("ppo.learning_rate", "ppo.clip_range", "ppo.max_grad_norm", "bc.teacher_time_limit_s",
+                    "bc.learning_rate")
 _UNIT_FLOATS = ("ppo.gamma", "ppo.gae_lambda")
-_NON_NEGATIVE_FLOATS = ("ppo.ent_coef", "ppo.vf_coef")
+_NON_NEGATIVE_FLOATS = ("ppo.ent_coef", "ppo.vf_coef", "bc.value_coef")
 
 
 def train_configs_dir() -> Path:
@@ -197,6 +218,22 @@ def _check_values(where: str, config: dict[str, Any]) -> None:
     env_path = resolve_path(config["env_config"])
     if not env_path.is_file():
         raise ConfigError(f"{where}: env_config {config['env_config']!r} does not exist")
+    if config["algorithm"] == "bc" and name != "graph":
+        raise ConfigError(f"{where}: algorithm bc trains policy.name graph (the pointer heads it clones into), got {name!r}")
+    if config["bc"]["teacher"] not in TEACHERS:
+        raise ConfigError(f"{where}: bc.teacher {config['bc']['teacher']!r} is not one of {', '.join(TEACHERS)}")
+    init_from = config["init_from"]
+    if init_from is not None:
+        if config["algorithm"] != "maskable_ppo":
+            raise ConfigError(f"{where}: init_from is for algorithm maskable_ppo, not {config['algorithm']}")
+        if not isinstance(init_from, str) or not init_from:
+            raise ConfigError(f"{where}: init_from must be null or a run folder / model.zip path, got {init_from!r}")
+        from agents.vm.agent import resolve_model_path
+
+        try:
+            resolve_model_path(resolve_path(init_from))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{where}: init_from: {exc}") from None
     batch = config["ppo"]["n_steps"] * config["n_envs"]
     if config["ppo"]["batch_size"] > batch:
         raise ConfigError(f"{where}: ppo.batch_size {config['ppo']['batch_size']} is larger than a rollout "

@@ -79,6 +79,26 @@ def make_model(config: dict[str, Any], env, tensorboard_log: str | None):
                        tensorboard_log=tensorboard_log, verbose=0, **config["ppo"])
 
 
+def init_from_weights(model, path: str) -> None:
+    """Copy the policy weights of a saved model (a run folder or ``model.zip``, e.g. a bc run) into ``model``.
+
+    Only the policy's parameters are taken; the optimiser, counters and RNGs stay fresh.
+
+    Raises:
+        ConfigError: the saved policy's parameters do not fit this config's policy.
+    """
+    from agents.vm.agent import resolve_model_path
+    from agents.vm.policy import load_vm_model
+    from training.config import ConfigError
+
+    source = load_vm_model(resolve_model_path(resolve_path(path)), env=model.get_env(), device="cpu")
+    try:
+        model.policy.load_state_dict(source.policy.state_dict())
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"init_from {path}: its policy does not fit this config's policy ({first})") from None
+
+
 # ---------------------------------------------------------------------- evaluation
 def plan_episode(model, env, seed: int) -> tuple[dict[str, float], Any]:
     """Play one deterministic episode; returns its figures and the snapshot it started from."""
@@ -222,6 +242,8 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
         model, extra = restore_model(paths, config, tb_dir)
     else:
         model = make_model(config, make_envs(config), tb_dir)
+        if config.get("init_from"):
+            init_from_weights(model, config["init_from"])
         extra = {"last_eval_timesteps": None, "best_fr": None, "last_eval": None, "updates": 0}
     model.set_logger(configure(tb_dir, ["tensorboard"]))
     expect = checkpoint_expectations(config, run_info, model.get_env())

@@ -316,6 +316,8 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
         bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return {"interrupted": interrupted, "signal": stop.signal, "num_timesteps": model.num_timesteps,
+    # When interrupted, the run continues from the boundary checkpoint, not from where the step stopped.
+    steps = boundary["manifest"]["num_timesteps"] if interrupted else model.num_timesteps
+    return {"interrupted": interrupted, "signal": stop.signal, "num_timesteps": steps,
             "last_eval": extra["last_eval"], "best_fr": extra["best_fr"]}
 

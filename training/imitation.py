@@ -42,7 +42,6 @@ plays it and a ``maskable_ppo`` config's ``init_from: runs/<name>`` starts PPO f
 
 from __future__ import annotations
 
-import csv
 import io
 import pickle
 import signal
@@ -54,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from training.maskable_ppo import (EVAL_FIELDS, HeldOutEvaluation, _Stop, capture_rngs, checkpoint_expectations,
+from training.maskable_ppo import (HeldOutEvaluation, record_evaluation, _Stop, capture_rngs, checkpoint_expectations,
                                    make_model, model_metadata, policy_spec, restore_rngs)
 from training.runs import CheckpointError, read_checkpoint, save_model, write_checkpoint
 
@@ -255,7 +254,6 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
         demos, extra = [], {"epoch": 0, "best_fr": None, "last_eval": None, "evaluated_epoch": None, "history": []}
     model.set_logger(configure(tb_dir, ["tensorboard"]))
     evaluation = HeldOutEvaluation(config)
-    eval_csv = run_dir / "eval.csv"
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -267,19 +265,7 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
     def evaluate_now() -> None:
         figures = evaluation(model)
         extra["evaluated_epoch"] = extra["epoch"]
-        extra["last_eval"] = dict(figures, timesteps=model.num_timesteps)
-        new_file = not eval_csv.exists()
-        with eval_csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({"timesteps": model.num_timesteps, "updates": extra["epoch"], **figures})
-        model.logger.record("eval/fr_final", figures["fr_final"])
-        model.logger.record("eval/share_of_greedy_gain", figures["share_of_greedy_gain"])
-        model.logger.dump(model.num_timesteps)
-        if extra["best_fr"] is None or figures["fr_final"] < extra["best_fr"]:
-            extra["best_fr"] = figures["fr_final"]
-            save_model(run_dir / "best", model, _metadata(config, model, extra))
+        record_evaluation(run_dir, model, figures, extra["epoch"], extra, lambda: _metadata(config, model, extra))
 
     interrupted = False
     try:

@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -147,6 +147,28 @@ class HeldOutEvaluation:
         return out
 
 
+def record_evaluation(run_dir: Path, model, figures: dict[str, float], updates: int, extra: dict[str, Any],
+                      metadata: Callable[[], dict[str, Any]]) -> None:
+    """Append a held-out evaluation to ``eval.csv`` and TensorBoard; save ``best/`` when its FR is the lowest yet.
+
+    Shared by every algorithm, so their run folders read the same. ``extra`` keeps ``last_eval`` and ``best_fr``.
+    """
+    extra["last_eval"] = dict(figures, timesteps=model.num_timesteps)
+    eval_csv = run_dir / "eval.csv"
+    new_file = not eval_csv.exists()
+    with eval_csv.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({"timesteps": model.num_timesteps, "updates": updates, **figures})
+    for key in ("fr_final", "share_of_greedy_gain", "migrations"):
+        model.logger.record(f"eval/{key}", figures[key])
+    model.logger.dump(model.num_timesteps)
+    if extra["best_fr"] is None or figures["fr_final"] < extra["best_fr"]:
+        extra["best_fr"] = figures["fr_final"]
+        save_model(run_dir / "best", model, metadata())
+
+
 # ---------------------------------------------------------------------- exact state capture
 def capture_rngs() -> dict[str, Any]:
     import torch
@@ -248,7 +270,6 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
     model.set_logger(configure(tb_dir, ["tensorboard"]))
     expect = checkpoint_expectations(config, run_info, model.get_env())
     evaluation = HeldOutEvaluation(config)
-    eval_csv = run_dir / "eval.csv"
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     total = config["total_timesteps"]
@@ -260,20 +281,7 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
     def evaluate_now() -> None:
         figures = evaluation(model)
         extra["last_eval_timesteps"] = model.num_timesteps
-        extra["last_eval"] = dict(figures, timesteps=model.num_timesteps)
-        new_file = not eval_csv.exists()
-        with eval_csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({"timesteps": model.num_timesteps, "updates": extra["updates"], **figures})
-        model.logger.record("eval/fr_final", figures["fr_final"])
-        model.logger.record("eval/share_of_greedy_gain", figures["share_of_greedy_gain"])
-        model.logger.record("eval/migrations", figures["migrations"])
-        model.logger.dump(model.num_timesteps)
-        if extra["best_fr"] is None or figures["fr_final"] < extra["best_fr"]:
-            extra["best_fr"] = figures["fr_final"]
-            save_model(run_dir / "best", model, model_metadata(config, model, extra))
+        record_evaluation(run_dir, model, figures, extra["updates"], extra, lambda: model_metadata(config, model, extra))
         bar.set_postfix_str(f"eval FR {figures['fr_final']:.4f} (greedy {figures['greedy_fr']:.4f})")
 
     def at_boundary() -> None:

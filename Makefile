@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The users' loop on one page: train the quick VM agent, then evaluate it and the shipped policy
+# against the baselines on the two real VMR2L snapshots (table on stdout, plots in results/make_run/).
+QUICK_RUN := runs/make_run_quick
+SHIPPED_VM := models/vm_rescheduling/graph_bc
 run: install
-	$(PY) -m digital_twin.vm demo
+	rm -rf $(QUICK_RUN)
+	$(PY) train.py configs/train/vm_quick.yaml --run-name make_run_quick
+	$(PY) evaluate.py configs/vm_rescheduling/vmr2l_like_small.yaml --seeds 0 --run-name make_run \
+		--policies random greedy beam@1 cpsat@30 agent:$(QUICK_RUN) agent:$(SHIPPED_VM)
 
 test: install
 	$(PY) -m pytest -q

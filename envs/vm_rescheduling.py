@@ -380,14 +380,17 @@ def make_vm_env(config: dict[str, Any] | str, split: str = "train", **overrides:
 
     Args:
         config: the config, or the path of its YAML file.
-        split: ``"train"`` uses ``train_source``; ``"eval"`` the held-out ``eval_source``.
+        split: ``"train"`` uses ``train_source``; ``"val"`` the held-out ``val_source`` (training
+            picks its ``best`` model on it); ``"eval"`` the held-out ``eval_source``.
         overrides: env keyword arguments that take precedence over the config's ``env`` section.
     """
     from envs.vm_sources import load_vm_config
 
     if not isinstance(config, dict):
         config = load_vm_config(config)
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if split not in ("train", "val", "eval"):
+        raise ValueError(f"split must be 'train', 'val' or 'eval', got {split!r}")
+    if f"{split}_source" not in config:
+        raise ValueError(f"{config.get('path', 'config')}: no {split}_source")
     kwargs = dict(config.get("env") or {}) | overrides
     return VMReschedulingEnv(source=config[f"{split}_source"], **kwargs)

@@ -71,8 +71,10 @@ class FileSource:
                 self._cache[path] = load_snapshot(path)
         return self._cache[path]
 
-    def __call__(self, rng: np.random.Generator) -> Snapshot:
-        path = self.paths[int(rng.integers(len(self.paths)))] if len(self.paths) > 1 else self.paths[0]
+    def __call__(self, rng: np.random.Generator, path: Path | None = None) -> Snapshot:
+        """A copy of a file drawn with ``rng``, or of ``path`` (one of :attr:`paths`) when given."""
+        if path is None:
+            path = self.paths[int(rng.integers(len(self.paths)))] if len(self.paths) > 1 else self.paths[0]
         return self._load(path).copy()
 
     def identity(self) -> set[str]:
@@ -160,7 +162,8 @@ class VMR2LLikeSource:
     included) of ``hosts_range`` hosts each, sharing one mix drawn from ``mixes``, each filled to a
     CPU utilisation drawn from ``utilisation_range`` and cut at a fraction of the trace span drawn
     from ``fraction_range``, with a ``random_fit`` placement chance drawn from ``random_fit_range``
-    (default ``(0, 0)``: best fit); all from the env's generator. Its identity is the trace split,
+    and a ``spread_fit`` one from ``spread_fit_range`` (defaults ``(0, 0)``: best fit); all from
+    the env's generator. Its identity is the trace split,
     as for :class:`AzureReplaySource`, so a ``dev`` source and a ``test`` one never share data.
     """
 
@@ -172,6 +175,7 @@ class VMR2LLikeSource:
     mixes: tuple[str, ...] = ("clear2", "clear_big2")
     warmup_s: float | None = 86400.0
     random_fit_range: tuple[float, float] = (0.0, 0.0)
+    spread_fit_range: tuple[float, float] = (0.0, 0.0)
     host: HostSpec = field(default_factory=HostSpec)
 
     def __post_init__(self) -> None:
@@ -182,6 +186,7 @@ class VMR2LLikeSource:
         self.utilisation_range = tuple(float(x) for x in self.utilisation_range)  # type: ignore[assignment]
         self.fraction_range = tuple(float(x) for x in self.fraction_range)  # type: ignore[assignment]
         self.random_fit_range = tuple(float(x) for x in self.random_fit_range)  # type: ignore[assignment]
+        self.spread_fit_range = tuple(float(x) for x in self.spread_fit_range)  # type: ignore[assignment]
         self.mixes = tuple(self.mixes)
         unknown = [m for m in self.mixes if m not in MIXES]
         if unknown or not self.mixes:
@@ -192,12 +197,14 @@ class VMR2LLikeSource:
         _check_range("utilisation_range", self.utilisation_range, 0.0, 1.0, open_low=True)
         _check_range("fraction_range", self.fraction_range, 0.0, 1.0)
         _check_range("random_fit_range", self.random_fit_range, 0.0, 1.0)
+        _check_range("spread_fit_range", self.spread_fit_range, 0.0, 1.0)
 
     def __call__(self, rng: np.random.Generator) -> Snapshot:
         snap, _ = generate_snapshot(
             rng, self.split, hosts_range=self.hosts_range, num_clusters=self.num_clusters,
             utilisation_range=self.utilisation_range, fraction_range=self.fraction_range,
             mixes=self.mixes, warmup_s=self.warmup_s, host=self.host, random_fit_range=self.random_fit_range,
+            spread_fit_range=self.spread_fit_range,
         )
         return snap
 
@@ -236,21 +243,27 @@ def make_source(spec: dict[str, Any] | SnapshotSource) -> SnapshotSource:
     raise ValueError(f"unknown snapshot source kind {kind!r}: expected 'files', 'azure' or 'vmr2l_like'")
 
 
-def check_disjoint(train: SnapshotSource, held_out: SnapshotSource) -> None:
-    """Raise if the training and held-out sources could hand out the same data."""
+def check_disjoint(train: SnapshotSource, held_out: SnapshotSource, names: tuple[str, str] = ("training", "held-out")) -> None:
+    """Raise if two sources (by default the training and a held-out one) could hand out the same data."""
     shared = train.identity() & held_out.identity()
     if shared:
         raise ValueError(
-            f"training source ({train.split}) and held-out source ({held_out.split}) share data: {sorted(shared)}"
+            f"{names[0]} source ({train.split}) and {names[1]} source ({held_out.split}) share data: {sorted(shared)}"
         )
 
 
+SOURCE_KEYS = ("train_source", "val_source", "eval_source")
+
+
 def load_vm_config(path: str | Path) -> dict[str, Any]:
-    """Read a VM-rescheduling config (YAML): ``env`` kwargs, ``train_source``, ``eval_source``.
+    """Read a VM-rescheduling config (YAML): ``env`` kwargs, ``train_source``, ``eval_source`` and
+    an optional ``val_source``.
 
     ``path`` may name a bundled config (``configs/vm_rescheduling/...``) from any folder.
 
-    The two sources are checked to be disjoint (:func:`check_disjoint`).
+    ``val_source`` is what training evaluates on to pick its ``best`` model, so that the
+    evaluation files stay unseen until ``evaluate.py``. The sources are checked to be pairwise
+    disjoint (:func:`check_disjoint`).
     """
     import yaml
 
@@ -262,9 +275,14 @@ def load_vm_config(path: str | Path) -> dict[str, Any]:
     for key in ("train_source", "eval_source"):
         if key not in config:
             raise ValueError(f"{path}: missing required key {key!r}")
-    unknown = set(config) - {"env", "train_source", "eval_source", "description"}
+    unknown = set(config) - {"env", *SOURCE_KEYS, "description"}
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (expected env, train_source, eval_source, description)")
-    check_disjoint(make_source(config["train_source"]), make_source(config["eval_source"]))
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (expected env, {', '.join(SOURCE_KEYS)}, description)")
+    sources = {k: make_source(config[k]) for k in SOURCE_KEYS if k in config}
+    names = {"train_source": "training", "val_source": "validation", "eval_source": "evaluation"}
+    keys = list(sources)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            check_disjoint(sources[a], sources[b], (names[a], names[b]))
     config["path"] = str(path)
     return config

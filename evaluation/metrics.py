@@ -14,7 +14,7 @@ MetricColumn = tuple[str, str, str]
 """``(row key, table header, format spec)`` of one metric column."""
 
 VM_METRICS: list[MetricColumn] = [
-    ("fr_after", "final FR", ".4f"), ("cpsat_share", "share of CP-SAT gain", ".3f"),
+    ("fr_before", "FR before", ".4f"), ("fr_after", "final FR", ".4f"), ("best_share", "share of best gain", ".3f"),
     ("migrations", "migrations", ".1f"), ("wall_s", "s per plan", ".3g"),
 ]
 AUTOSCALING_METRICS: list[MetricColumn] = [
@@ -44,19 +44,47 @@ def fr_curve(snapshot, moves, budget: int) -> list[float]:
     return curve + [curve[-1]] * (budget + 1 - len(curve))
 
 
-def add_cpsat_share(episode_rows: Sequence[dict[str, Any]]) -> None:
-    """Set each row's ``cpsat_share``: ``(FR0 - FR) / (FR0 - FR_cpsat)``, in place.
+def add_best_share(episode_rows: Sequence[dict[str, Any]], known: tuple[float, str] | None = None) -> None:
+    """Set each row's ``best_share`` ``(FR0 - FR) / (FR0 - FR_best)`` and ``reference``, in place.
 
-    The reference is the best CP-SAT planner (method name ``cpsat*``) run on the same episode;
-    NaN when none ran or it gained nothing.
+    ``FR_best`` is the lowest final FR of any method on the episode, or the snapshot's best known
+    plan (``known``: its FR and a label saying where it comes from) if that is lower; ``reference``
+    names it. A plan equal to the reference has share 1; NaN when nothing gained.
 
     Args:
         episode_rows: one row per method of one episode, with ``method``, ``fr_before``, ``fr_after``.
+        known: ``(fr, label)`` of the best plan known for this snapshot and budget, if any.
     """
-    solver_frs = [r["fr_after"] for r in episode_rows if r["method"].startswith("cpsat")]
+    if not episode_rows:
+        return
+    best = min(episode_rows, key=lambda r: r["fr_after"])
+    ref_fr, ref = best["fr_after"], best["method"]
+    if known is not None and known[0] < ref_fr - 1e-12:
+        ref_fr, ref = known
     for r in episode_rows:
-        gain = r["fr_before"] - min(solver_frs) if solver_frs else 0.0
-        r["cpsat_share"] = (r["fr_before"] - r["fr_after"]) / gain if gain > 1e-12 else float("nan")
+        gain = r["fr_before"] - ref_fr
+        r["best_share"] = (r["fr_before"] - r["fr_after"]) / gain if gain > 1e-12 else float("nan")
+        r["reference"] = ref
+
+
+def best_known_fr(snapshot, budget: int) -> tuple[float, str] | None:
+    """The best known FR for a bundled snapshot file at ``budget``, from ``best_known.json`` beside it.
+
+    The entry applies only to the very file it was measured on (its SHA-256 is checked) and to its
+    budget; ``None`` for generated snapshots or files without an entry.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    path = Path(str(getattr(snapshot, "source", "")))
+    table = path.parent / "best_known.json"
+    if not path.is_file() or not table.is_file():
+        return None
+    entry = json.loads(table.read_text()).get(path.name, {}).get(str(budget))
+    if entry is None or entry["sha256"] != hashlib.sha256(path.read_bytes()).hexdigest():
+        return None
+    return float(entry["fr"]), f"best known ({entry['by']})"
 
 
 # ---------------------------------------------------------------------- autoscaling

@@ -27,42 +27,114 @@ def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     return path
 
 
-def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]]) -> list[Path]:
-    """FR vs migrations (mean curve per method) and wall time per plan.
+def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]], title: str = "") -> list[Path]:
+    """FR vs migrations, wall time per plan, and final FR vs time per plan (quality vs time).
+
+    With a few distinct snapshots (files) each gets its own panel; with many, the curves are
+    averaged over episodes.
 
     Args:
         run_dir: where the PNGs go.
-        rows: the per-episode rows of :func:`evaluation.vm.evaluate_vm` (``method``, ``wall_s``).
+        rows: the per-episode rows of :func:`evaluation.vm.evaluate_vm` (``method``, ``snapshot``,
+            ``wall_s``, ``fr_after``, in the order the curves were recorded).
         curves: per method, its FR-vs-migrations curves (one per episode, all of one length).
+        title: what was evaluated (the config's name), shown in every title.
 
     Returns:
-        The paths written: ``fr_vs_migrations.png``, ``time_per_plan.png``.
+        The paths written: ``fr_vs_migrations.png``, ``time_per_plan.png``, ``quality_vs_time.png``.
     """
+    from evaluation.vm import base_method
+
     plt = _pyplot()
     paths = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, runs in curves.items():
-        mean = np.mean(np.array(runs), axis=0)
-        ax.plot(np.arange(len(mean)), mean, label=method, drawstyle="steps-post")
-    ax.set_xlabel("migrations")
-    ax.set_ylabel("fragment rate (16 vCPU)")
-    ax.set_title("FR vs migrations (mean over held-out episodes)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    methods = list(curves)
+    snapshots = list(dict.fromkeys(r.get("snapshot", "") for r in rows))
+    panels = snapshots if 1 < len(snapshots) <= 4 else [None]
+    styles = _styles(methods)
+    where = f" ({title})" if title else ""
+
+    # Row k of a method is its k-th curve.
+    index: dict[str, int] = {}
+    tagged = []
+    for r in rows:
+        k = index.get(r["method"], 0)
+        index[r["method"]] = k + 1
+        tagged.append((r, curves[r["method"]][k]))
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, snap in zip(axes[0], panels):
+        for m in methods:
+            runs = [c for r, c in tagged if r["method"] == m and (snap is None or r.get("snapshot") == snap)]
+            if not runs:
+                continue
+            mean = np.mean(np.array(runs), axis=0)
+            ax.plot(np.arange(len(mean)), mean, label=m, drawstyle="steps-post", **styles[m])
+        ax.set_xlabel("migrations")
+        ax.set_ylabel("fragment rate (share of free vCPU not in 16-vCPU blocks)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(f"FR vs migrations: {snap}" if snap else f"FR vs migrations, mean of {len(rows) // max(len(methods), 1)} episodes")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"FR vs migrations{where}")
     paths.append(save_figure(fig, run_dir / "fr_vs_migrations.png"))
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    methods = list(curves)
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(methods)), 4.5))
     times = [[r["wall_s"] for r in rows if r["method"] == m] for m in methods]
-    ax.bar(methods, [np.mean(t) for t in times], color="tab:blue", alpha=0.8)
+    ax.bar(range(len(methods)), [np.mean(t) for t in times], color="tab:blue", alpha=0.8)
     for i, t in enumerate(times):
         ax.scatter([i] * len(t), t, color="black", s=10, zorder=3)
+    ax.set_xticks(range(len(methods)), [_label(m) for m in methods], rotation=30, ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("wall time per plan (s)")
-    ax.set_title("Time per plan")
+    ax.set_title(f"Time per plan{where}")
     ax.grid(alpha=0.3, axis="y")
     paths.append(save_figure(fig, run_dir / "time_per_plan.png"))
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, snap in zip(axes[0], panels):
+        mine = [r for r in rows if snap is None or r.get("snapshot") == snap]
+        bases = list(dict.fromkeys(base_method(r["method"]) for r in mine))
+        for b in bases:
+            ms = [m for m in methods if base_method(m) == b]
+            pts = sorted((np.mean([r["wall_s"] for r in mine if r["method"] == m]),
+                          np.mean([r["fr_after"] for r in mine if r["method"] == m])) for m in ms)
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", label=_label(b), color=styles[ms[0]]["color"], alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_xlabel("wall time per plan (s, log)")
+        ax.set_ylabel("final FR (lower is better)")
+        ax.set_title(f"quality vs time: {snap}" if snap else "quality vs time, mean over episodes")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Final FR vs time per plan{where}")
+    paths.append(save_figure(fig, run_dir / "quality_vs_time.png"))
     return paths
+
+
+def _label(method: str) -> str:
+    """A legend label: an agent's model folder or file name instead of its full path."""
+    if not method.startswith("agent:"):
+        return method
+    path, _, rest = method[len("agent:"):].partition("?")
+    p = Path(path)
+    name = p.parent.name + "/" + p.name if p.name in ("best", "last", "model.zip") else p.name
+    return "agent:" + name + (f"?{rest}" if rest else "")
+
+
+def _styles(methods: list[str]) -> dict[str, dict]:
+    """One colour per base method and a marker each, so that curves that coincide stay visible."""
+    from evaluation.vm import base_method
+
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+               "tab:gray", "tab:olive", "tab:cyan"]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    bases = list(dict.fromkeys(base_method(m) for m in methods))
+    out = {}
+    for i, m in enumerate(methods):
+        b = bases.index(base_method(m))
+        out[m] = {"color": colours[b % len(colours)], "marker": markers[i % len(markers)], "markevery": 5,
+                  "markersize": 4, "alpha": 0.85}
+    return out
 
 
 def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict) -> list[Path]:

@@ -66,10 +66,23 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON; numpy scalars and arrays become plain numbers and lists."""
+    """Write ``data`` as indented, valid JSON: numpy scalars and arrays become plain numbers and
+    lists, and NaN or infinite numbers ``null`` (JSON has no NaN)."""
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=_json_default)
+        json.dump(_finite(data), f, indent=2, default=_json_default, allow_nan=False)
         f.write("\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

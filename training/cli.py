@@ -20,7 +20,10 @@ def _epilog() -> str:
         lines.append(f"  {path.name:<24} {description}")
     lines += ["", "Runs are written to runs/<name>/: config.yaml, run.json, tb/ (TensorBoard), eval.csv,",
               "checkpoint/ (restart point), best/ and last/ (model.zip + metadata.json).",
-              "Ctrl-C (or SIGTERM) writes a checkpoint and exits; --resume RUN_DIR continues it exactly."]
+              "Ctrl-C (or SIGTERM) writes a checkpoint and exits; --resume RUN_DIR continues it exactly.",
+              "",
+              "python train.py ship RUN_DIR models/<problem>/<name> [--evaluation RESULTS_DIR]: copy a finished",
+              "run's model into models/ with its config, training curve, evaluation and reproduce commands."]
     return "\n".join(lines)
 
 
@@ -68,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
         config, info = read_run(run_dir)
         resume = False
     print(f"run folder: {run_dir}", file=sys.stderr)
-
     if config.get("algorithm", "maskable_ppo") == "bc":
         from training.imitation import train
     else:
@@ -86,13 +88,21 @@ def run(args: argparse.Namespace) -> int:
               f"Continue with: python train.py --resume {run_dir}", file=sys.stderr)
         return 0
     last = summary["last_eval"] or {}
-    print(f"done: {summary['num_timesteps']} steps; held-out FR {last.get('fr_start', float('nan')):.4f} -> "
+    print(f"done: {summary['num_timesteps']} steps; {'validation' if summary.get('split') == 'val' else 'held-out'} FR {last.get('fr_start', float('nan')):.4f} -> "
           f"{last.get('fr_final', float('nan')):.4f} (greedy {last.get('greedy_fr', float('nan')):.4f}); "
           f"models in {run_dir / 'best'} and {run_dir / 'last'}")
+    if summary.get("split") == "eval":
+        print(f"note: {config['env_config']} has no val_source, so best/ was picked on its eval_source; "
+              "report figures of last/ (or add a val_source)", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ship"]:
+        from training.ship import main as ship
+
+        return ship(argv[1:])
     args = parse_args(argv)
     try:
         return run(args)

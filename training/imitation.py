@@ -312,7 +312,7 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
             signal.signal(s, handler)
     # An interrupted run's checkpoint is the last boundary's, already on disk: the partial epoch is dropped.
     return {"interrupted": interrupted, "signal": stop.signal, "num_timesteps": model.num_timesteps,
-            "last_eval": extra["last_eval"], "best_fr": extra["best_fr"], "epoch": extra["epoch"],
+            "last_eval": extra["last_eval"], "best_fr": extra["best_fr"], "epoch": extra["epoch"], "split": evaluation.split,
             "history": extra["history"]}
 
 

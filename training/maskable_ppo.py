@@ -53,11 +53,19 @@ def make_envs(config: dict[str, Any]):
                         for _ in range(config["n_envs"])])
 
 
+def selection_split(config: dict[str, Any]) -> str:
+    """The split training evaluates on and picks ``best/`` by: ``"val"`` where the env config has a
+    ``val_source``, else ``"eval"`` (then ``best/`` has seen the evaluation data: train.py says so)."""
+    from envs.vm_sources import load_vm_config
+
+    return "val" if "val_source" in load_vm_config(resolve_path(config["env_config"])) else "eval"
+
+
 def make_eval_env(config: dict[str, Any]):
-    """One env on the held-out split, padded like the training envs."""
+    """One env on the :func:`selection_split`, padded like the training envs."""
     from envs.vm_rescheduling import make_vm_env
 
-    return make_vm_env(str(resolve_path(config["env_config"])), "eval", **config["env"])
+    return make_vm_env(str(resolve_path(config["env_config"])), selection_split(config), **config["env"])
 
 
 def policy_spec(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -116,13 +124,15 @@ def plan_episode(model, env, seed: int) -> tuple[dict[str, float], Any]:
 
 
 class HeldOutEvaluation:
-    """Deterministic plans on ``eval.episodes`` fixed held-out episodes; greedy is the reference.
+    """Deterministic plans on ``eval.episodes`` fixed held-out episodes of the
+    :func:`selection_split`; greedy is the reference.
 
     The RNG states are saved and restored around each evaluation, so evaluating never changes
     what training does next.
     """
 
     def __init__(self, config: dict[str, Any]):
+        self.split = selection_split(config)
         self.env = make_eval_env(config)
         self.seeds = [config["eval"]["seed"] + i for i in range(config["eval"]["episodes"])]
         self.budget = self.env.unwrapped.max_budget
@@ -234,6 +244,7 @@ def model_metadata(config: dict[str, Any], model, extra: dict[str, Any]) -> dict
         "env_config": load_vm_config(str(resolve_path(config["env_config"]))), "env_overrides": config["env"],
         "observation_space": space_signature(model.observation_space), "action_space": space_signature(model.action_space),
         "training_config": config, "num_timesteps": model.num_timesteps, "last_eval": extra.get("last_eval"),
+        "selection_split": selection_split(config),
         "versions": library_versions(), "git_commit": git_commit(),
     }
 
@@ -327,5 +338,5 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
     # When interrupted, the run continues from the boundary checkpoint, not from where the step stopped.
     steps = boundary["manifest"]["num_timesteps"] if interrupted else model.num_timesteps
     return {"interrupted": interrupted, "signal": stop.signal, "num_timesteps": steps,
-            "last_eval": extra["last_eval"], "best_fr": extra["best_fr"]}
+            "last_eval": extra["last_eval"], "best_fr": extra["best_fr"], "split": evaluation.split}
 

@@ -38,6 +38,15 @@ AGENT_PREFIX = "agent:"
 decodes it risk-seeking (:mod:`agents.vm.agent` documents the options)."""
 
 
+TIME_BUDGETED = ("beam", "cpsat", "cpsat_lns")
+"""Planners whose quality depends on ``time_limit_s`` (an ``agent:PATH?samples=K`` spec is one too)."""
+
+
+def is_time_budgeted(spec: str) -> bool:
+    """Whether the planner ``spec`` names plans better with more time (see :data:`TIME_BUDGETED`)."""
+    return spec in TIME_BUDGETED or (spec.startswith(AGENT_PREFIX) and "samples=" in spec)
+
+
 def get_planner(spec: str) -> Planner:
     """The planner a name or ``agent:PATH`` stands for.
 

@@ -37,6 +37,12 @@ VM sizes:
   into full nodes plus a few empty ones (FR about 0.3 at 95 % CPU), where the real
   ``clear2`` file has its free vCPU spread in 1 to 15 vCPU holes (FR 0.98); ``q`` widens the range of
   fragmentation training sees. It is a diversity knob, not a fit to the evaluation files.
+* **Spread fit (optional).** ``spread_fit=s`` sends each arriving VM, with chance ``s``, to the
+  fitting (host, node) with the *most* free vCPU (a 2-NUMA VM: the fitting host with the most),
+  the load-spreading rule of OpenStack's default weighers and Kubernetes' ``LeastAllocated``
+  score. Spreading leaves every node a little free vCPU, the fragmented end of the range that
+  best and random fit do not reach (FR 0.6 to 1.0 at 85-97 % CPU). Drawn per VM after
+  ``random_fit``: chance ``q`` random, ``s`` spread, the rest best fit (``q + s <= 1``).
 * **Warm-up window.** Only VMs still alive ``warmup_s`` before the cut are replayed (in arrival
   order, then every arrival and departure up to the cut), so a snapshot costs the churn of that
   window rather than of the whole trace; ``warmup_s=None`` replays from time 0.
@@ -181,6 +187,7 @@ class GenStats:
     mem_utilisation: float
     fragment_rate: float
     random_fit: float = 0.0
+    spread_fit: float = 0.0
 
 
 def generate_cluster(
@@ -199,6 +206,7 @@ def generate_cluster(
     name: str | None = None,
     top_up: bool = True,
     random_fit: float = 0.0,
+    spread_fit: float = 0.0,
 ) -> tuple[Cluster, GenStats]:
     """One cluster: Azure V1 churn of ``split`` with VM shapes from ``mix``, cut at one time.
 
@@ -217,6 +225,8 @@ def generate_cluster(
         random_fit: chance that an arriving VM goes to a uniformly drawn fitting (host, node) instead
             of the best fit (0: best fit throughout, the replay's rule). Not fitted to anything: a
             knob for placement diversity (see the module docstring).
+        spread_fit: chance that an arriving VM goes to the fitting (host, node) with the most free
+            vCPU (load spreading); ``random_fit + spread_fit`` must not exceed 1.
 
     Returns:
         The cluster (VMs ``vm_<trace index>`` on hosts ``pm_<i>``) and its :class:`GenStats`.
@@ -257,9 +267,12 @@ def generate_cluster(
 
     if not 0.0 <= random_fit <= 1.0:
         raise ValueError(f"random_fit must be in [0, 1], got {random_fit}")
-    draws = fit_rng.random((2, len(ids))) if random_fit > 0.0 else None
+    if not 0.0 <= spread_fit <= 1.0 - random_fit + 1e-12:
+        raise ValueError(f"spread_fit must be in [0, 1 - random_fit] = [0, {1.0 - random_fit:g}], got {spread_fit}")
+    draws = fit_rng.random((2, len(ids))) if random_fit > 0.0 or spread_fit > 0.0 else None
     cell, placed, rejected, free_cpu, free_mem = _best_fit(
-        ids, arrival, departure, shape, s_cpu, s_mem, s_span, host, num_hosts, t_cut, random_fit, draws)
+        ids, arrival, departure, shape, s_cpu, s_mem, s_span, host, num_hosts, t_cut, random_fit, draws,
+        spread_fit)
     here = cell >= 0
     members = ids[here]
     vm_cell = cell[here]
@@ -275,7 +288,8 @@ def generate_cluster(
             pos[rank] = np.arange(trace.num_batches)
             extra = np.flatnonzero(alive & ~keep_batch[trace.batch])
             extra = extra[np.lexsort((arrival[extra], pos[trace.batch[extra]]))][:MAX_TOP_UP]
-            topped, top_cell = _top_up(extra, shape, s_cpu, s_mem, s_span, free_cpu, free_mem, gap)
+            spread = fit_rng.random(len(extra)) < spread_fit if spread_fit > 0.0 else None
+            topped, top_cell = _top_up(extra, shape, s_cpu, s_mem, s_span, free_cpu, free_mem, gap, spread)
             members = np.concatenate([members, topped])
             vm_cell = np.concatenate([vm_cell, top_cell])
     cluster = _build(m, shape[members], members, vm_cell, s_cpu, s_mem, s_span, host, num_hosts,
@@ -288,6 +302,7 @@ def generate_cluster(
         cpu_utilisation=float(1.0 - cluster.free_cpu.sum() / total_cpu),
         mem_utilisation=float(1.0 - cluster.free_mem.sum() / total_mem),
         fragment_rate=float(cluster.fragment_rate()), random_fit=float(random_fit),
+        spread_fit=float(spread_fit),
     )
     return cluster, stats
 
@@ -330,9 +345,13 @@ def _choose_batches(rank: np.ndarray, batch_cpu: np.ndarray, want: float) -> tup
 def _best_fit(
     ids: np.ndarray, arrival: np.ndarray, departure: np.ndarray, shape: np.ndarray,
     s_cpu: np.ndarray, s_mem: np.ndarray, s_span: np.ndarray, host: HostSpec, num_hosts: int, t_cut: float,
-    random_fit: float = 0.0, draws: np.ndarray | None = None,
+    random_fit: float = 0.0, draws: np.ndarray | None = None, spread_fit: float = 0.0,
 ) -> tuple[np.ndarray, int, int, np.ndarray, np.ndarray]:
-    """Event replay of VMs ``ids`` up to ``t_cut``; returns each one's cell (2h+node, -1 gone or rejected)."""
+    """Event replay of VMs ``ids`` up to ``t_cut``; returns each one's cell (2h+node, -1 gone or rejected).
+
+    Each VM is placed by its rule (``draws[0]``: below ``random_fit`` random, then up to
+    ``random_fit + spread_fit`` spread, else best fit); ``draws[1]`` picks the random cell.
+    """
     dep = departure[ids]
     has_dep = dep <= t_cut
     ev_time = np.concatenate([arrival[ids], dep[has_dep]])
@@ -351,9 +370,11 @@ def _best_fit(
     placed = rejected = 0
     if draws is None:
         rand_l = [False] * len(ids)
+        spread_l = [False] * len(ids)
         pick_l = [0.0] * len(ids)
     else:
         rand_l, pick_l = (draws[0] < random_fit).tolist(), draws[1].tolist()
+        spread_l = ((draws[0] >= random_fit) & (draws[0] < random_fit + spread_fit)).tolist()
     for kind, v in zip(ev_kind_l, ev_vm_l):
         c, mem = c_l[v], m_l[v]
         if kind == 0:  # departure
@@ -378,6 +399,12 @@ def _best_fit(
                     rejected += 1
                     continue
                 at = int(where[int(pick_l[v] * len(where))])
+            elif spread_l[v]:
+                left = np.where(fits, fc, -1)
+                at = int(left.argmax())
+                if left[at] < 0:
+                    rejected += 1
+                    continue
             else:
                 left = np.where(fits, fc, big)
                 least = left.min()
@@ -396,6 +423,13 @@ def _best_fit(
                     rejected += 1
                     continue
                 at = 2 * int(where[int(pick_l[v] * len(where))])
+            elif spread_l[v]:
+                left = np.where(ok, free_cpu.sum(axis=1), -1)
+                h = int(left.argmax())
+                if left[h] < 0:
+                    rejected += 1
+                    continue
+                at = 2 * h
             else:
                 left = np.where(ok, free_cpu.sum(axis=1), big)
                 least = left.min()
@@ -414,14 +448,18 @@ def _best_fit(
 
 def _top_up(
     extra: np.ndarray, shape: np.ndarray, s_cpu: np.ndarray, s_mem: np.ndarray, s_span: np.ndarray,
-    free_cpu: np.ndarray, free_mem: np.ndarray, gap: int,
+    free_cpu: np.ndarray, free_mem: np.ndarray, gap: int, spread: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best-fit ``extra`` VMs (in order) into the free arrays (changed in place) while each fits in ``gap`` vCPU."""
+    """Fit ``extra`` VMs (in order) into the free arrays (changed in place) while each fits in ``gap`` vCPU.
+
+    Best fit, or spread (most free vCPU) for the VMs where ``spread`` is true, as in :func:`_best_fit`.
+    """
     fc, fm = free_cpu.reshape(-1), free_mem.reshape(-1)
     sh = shape[extra]
     c_l, m_l, sp_l = s_cpu[sh].tolist(), s_mem[sh].tolist(), s_span[sh].tolist()
     smallest = int(s_cpu.min())
     big = np.iinfo(np.int64).max
+    spread_l = [False] * len(extra) if spread is None else spread.tolist()
     chosen, cells = [], []
     misses = 0
     for v in range(len(extra)):
@@ -431,23 +469,38 @@ def _top_up(
         if c > gap:
             continue
         if sp_l[v] == 1:
-            left = np.where((fc >= c) & (fm >= mem), fc, big)
-            least = left.min()
-            if least == big:
-                misses += 1
-                continue
-            at = int(np.where(left == least, fm, np.inf).argmin())
+            if spread_l[v]:
+                left = np.where((fc >= c) & (fm >= mem), fc, -1)
+                at = int(left.argmax())
+                if left[at] < 0:
+                    misses += 1
+                    continue
+            else:
+                left = np.where((fc >= c) & (fm >= mem), fc, big)
+                least = left.min()
+                if least == big:
+                    misses += 1
+                    continue
+                at = int(np.where(left == least, fm, np.inf).argmin())
             fc[at] -= c
             fm[at] -= mem
         else:
             c0, c1, half = c - c // 2, c // 2, mem / 2.0
             ok = (free_cpu[:, 0] >= c0) & (free_cpu[:, 1] >= c1) & (free_mem[:, 0] >= half) & (free_mem[:, 1] >= half)
-            left = np.where(ok, free_cpu.sum(axis=1), big)
-            least = left.min()
-            if least == big:
-                misses += 1
-                continue
-            at = 2 * int(np.where(left == least, free_mem.sum(axis=1), np.inf).argmin())
+            if spread_l[v]:
+                left = np.where(ok, free_cpu.sum(axis=1), -1)
+                h = int(left.argmax())
+                if left[h] < 0:
+                    misses += 1
+                    continue
+                at = 2 * h
+            else:
+                left = np.where(ok, free_cpu.sum(axis=1), big)
+                least = left.min()
+                if least == big:
+                    misses += 1
+                    continue
+                at = 2 * int(np.where(left == least, free_mem.sum(axis=1), np.inf).argmin())
             fc[at] -= c0
             fc[at + 1] -= c1
             fm[at] -= half
@@ -494,6 +547,7 @@ def generate_snapshot(
     host: HostSpec = HostSpec(),
     data_dir: str | None = None,
     random_fit_range: tuple[float, float] = (0.0, 0.0),
+    spread_fit_range: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[Snapshot, list[GenStats]]:
     """A snapshot of one to a few generated clusters sharing one type mix, like a real file.
 
@@ -501,7 +555,8 @@ def generate_snapshot(
     and the mix (uniform over ``mixes``). Per cluster: hosts (uniform integer in ``hosts_range``),
     target CPU utilisation (uniform in ``utilisation_range``), cut (uniform fraction of the span in
     ``fraction_range``), the ``random_fit`` chance (uniform in ``random_fit_range``; drawn only
-    when the range is not ``(0, 0)``) and a seed. All drawn from ``rng``.
+    when the range is not ``(0, 0)``), the ``spread_fit`` chance (likewise from
+    ``spread_fit_range``, then capped at ``1 - random_fit``) and a seed. All drawn from ``rng``.
     """
     rng = np.random.default_rng(rng)
     _check_range("hosts_range", hosts_range, 1, None)
@@ -509,6 +564,7 @@ def generate_snapshot(
     _check_range("utilisation_range", utilisation_range, 0.0, 1.0, open_low=True)
     _check_range("fraction_range", fraction_range, 0.0, 1.0)
     _check_range("random_fit_range", random_fit_range, 0.0, 1.0)
+    _check_range("spread_fit_range", spread_fit_range, 0.0, 1.0)
     if not mixes:
         raise ValueError("mixes must name at least one type mix")
     k = int(rng.integers(num_clusters[0], num_clusters[1] + 1))
@@ -520,8 +576,10 @@ def generate_snapshot(
         f = float(rng.uniform(*fraction_range))
         seed = int(rng.integers(2**31 - 1))
         q = float(rng.uniform(*random_fit_range)) if random_fit_range[1] > 0.0 else 0.0
+        sp = min(float(rng.uniform(*spread_fit_range)), 1.0 - q) if spread_fit_range[1] > 0.0 else 0.0
         c, s = generate_cluster(split, n, seed=seed, mix=m, target_utilisation=u, fraction=f, warmup_s=warmup_s,
-                                host=host, data_dir=data_dir, name=f"cluster{i + 1}", random_fit=q)
+                                host=host, data_dir=data_dir, name=f"cluster{i + 1}", random_fit=q,
+                                spread_fit=sp)
         clusters.append(c)
         stats.append(s)
     snap = Snapshot.from_clusters(clusters)

@@ -217,6 +217,28 @@ def test_sources_refuse_to_mix_training_and_held_out_data():
         AzureReplaySource(split="train")
 
 
+def test_a_validation_source_is_its_own_split_disjoint_from_both(tmp_path):
+    import yaml
+
+    from envs.vm_rescheduling import make_vm_env
+    from envs.vm_sources import load_vm_config
+
+    env = make_vm_env("configs/vm_rescheduling/vmr2l_like_small.yaml", "val")
+    env.reset(seed=0)
+    assert env.source.split == "test"  # generated from the trace's held-out split, not the real files
+    base = {"env": {"max_hosts": 60, "max_vms": 3000}, "train_source": {"kind": "azure", "split": "dev", "num_hosts": 40},
+            "eval_source": {"kind": "files", "paths": [str(SMALL)], "split": "eval"}}
+    for val, error in [({"kind": "azure", "split": "dev", "num_hosts": 40}, "training source .* validation source"),
+                       ({"kind": "files", "paths": [str(SMALL)], "split": "val"}, "validation source .* evaluation source")]:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(dict(base, val_source=val)))
+        with pytest.raises(ValueError, match=error):
+            load_vm_config(path)
+    path.write_text(yaml.safe_dump(base))
+    with pytest.raises(ValueError, match="no val_source"):
+        make_vm_env(str(path), "val")
+
+
 def test_maskable_ppo_trains_on_it():
     from sb3_contrib import MaskablePPO
 

@@ -36,7 +36,7 @@ def test_evaluate_vm_writes_consistent_results(tmp_path, tiny_agent, capsys):
                "--out-dir", str(tmp_path), "--run-name", "e2e", "--no-progress"])
     assert rc == 0
     run = tmp_path / "e2e"
-    for name in ("episodes.csv", "summary.json", "fr_vs_migrations.png", "time_per_plan.png"):
+    for name in ("episodes.csv", "summary.json", "fr_vs_migrations.png", "time_per_plan.png", "quality_vs_time.png"):
         assert (run / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(run / "episodes.csv")))
     assert len(rows) == 2 * 4
@@ -55,7 +55,13 @@ def test_evaluate_vm_writes_consistent_results(tmp_path, tiny_agent, capsys):
         if by["cpsat", seed]["status"] == "OPTIMAL":
             assert float(by["cpsat", seed]["fr_after"]) <= float(by["greedy", seed]["fr_after"]) + 1e-12
             assert float(by["cpsat", seed]["bound_fr"]) == pytest.approx(float(by["cpsat", seed]["fr_after"]))
-        assert float(by["cpsat", seed]["cpsat_share"]) == pytest.approx(1.0)
+        # The reference is the best plan of the episode (CP-SAT's here), and the table says so.
+        assert by["cpsat", seed]["reference"] == min((by[m, seed] for m in methods), key=lambda r: float(r["fr_after"]))["method"]
+        best = min(float(by[m, seed]["fr_after"]) for m in methods)
+        for m in methods:
+            r = by[m, seed]
+            gain = float(r["fr_before"]) - best
+            assert float(r["best_share"]) == pytest.approx((float(r["fr_before"]) - float(r["fr_after"])) / gain)
         # Every method saw the same snapshot.
         assert len({by[m, seed]["fr_before"] for m in methods}) == 1
     summary = json.loads((run / "summary.json").read_text())
@@ -66,8 +72,55 @@ def test_evaluate_vm_writes_consistent_results(tmp_path, tiny_agent, capsys):
         lo, hi = entry["fr_after"]["ci95"]
         assert lo <= entry["fr_after"]["mean"] <= hi
     out = capsys.readouterr().out
-    assert "| method | n | final FR | share of CP-SAT gain |" in out
+    assert "| method | n | FR before | final FR | share of best gain |" in out
     assert "| greedy | 2 |" in out
+
+
+def test_time_limits_make_a_quality_vs_time_curve(tmp_path, capsys):
+    # beam is time-budgeted: --time-limits runs it at each limit; greedy is not, and beam@0.05 keeps its own.
+    rc = main([CONFIG, "--policies", "greedy", "beam", "beam@0.05", "--time-limits", "0.01", "0.2",
+               "--seeds", "0", "--budget", "6", "--out-dir", str(tmp_path), "--run-name", "qt", "--no-progress"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "qt" / "episodes.csv")))
+    assert [r["method"] for r in rows] == ["greedy", "beam@0.01", "beam@0.2", "beam@0.05"]
+    assert [float(r["time_limit_s"]) for r in rows[1:]] == [0.01, 0.2, 0.05]
+    summary = json.loads((tmp_path / "qt" / "summary.json").read_text())
+    assert summary["policies"] == ["greedy", "beam@0.01", "beam@0.2", "beam@0.05"]
+    assert (tmp_path / "qt" / "quality_vs_time.png").stat().st_size > 0
+
+
+def test_file_sources_play_every_file_against_its_best_known_plan(tmp_path, capsys):
+    """Each real file is an episode of its own; clear2's reference is its proven optimum at MNL 50."""
+    rc = main(["configs/vm_rescheduling/vmr2l_like_small.yaml", "--policies", "greedy", "--seeds", "0",
+               "--out-dir", str(tmp_path), "--run-name", "files", "--no-progress"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "files" / "episodes.csv")))
+    assert [r["snapshot"] for r in rows] == ["reset_vm_pm_id_clear2.json", "reset_vm_pm_id_clear_big2.json"]
+    clear2 = rows[0]
+    assert clear2["reference"].startswith("best known (cpsat")
+    assert float(clear2["best_share"]) == pytest.approx((0.9770444763 - float(clear2["fr_after"])) / (0.9770444763 - 0.5753228121), rel=1e-6)
+    out = capsys.readouterr().out
+    assert "| snapshot | method | n |" in out and "| reset_vm_pm_id_clear2.json | greedy | 1 |" in out
+
+
+def test_summary_json_is_valid_json_without_nan(tmp_path):
+    from evaluation.tables import write_json
+
+    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [np.float64("inf"), 1.0], "c": np.array([np.nan, 2.0])})
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": [None, 2.0]}
+
+
+@pytest.mark.parametrize("flag, value", [("--time-limit", "-1"), ("--time-limit", "0"), ("--budget", "-5"),
+                                         ("--episodes", "0"), ("--seeds", "-1"), ("--time-limits", "x")])
+def test_bad_numbers_are_refused_with_one_line(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        main([CONFIG, flag, value, "--out-dir", str(tmp_path), "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("evaluate.py: error: argument " + flag) and "Traceback" not in "\n".join(err)
+    assert not any(tmp_path.iterdir())  # no empty results folder
 
 
 def test_unknown_policy_is_refused(tmp_path):

@@ -214,3 +214,44 @@ def test_bad_bc_values_are_one_line_errors(tmp_path, overrides, needles):
     runs = tmp_path / "runs"
     _one_line_error(train(str(cfg), *overrides, "--runs-dir", str(runs), check=False), *needles)
     assert not runs.exists()
+
+
+def test_ship_copies_a_finished_run_with_what_explains_it(bc_run, tmp_path):
+    from agents.vm import get_planner
+    from envs.vm_rescheduling import make_vm_env
+
+    cfg, runs = bc_run
+    dest = tmp_path / "models" / "tiny_bc"
+    out = subprocess.run([sys.executable, "train.py", "ship", str(runs / "straight"), str(dest)],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for name in ("model.zip", "metadata.json", "train_config.yaml", "run.json", "training_eval.csv",
+                 "training_curve.png", "README.md"):
+        assert (dest / name).stat().st_size > 0, name
+    readme = (dest / "README.md").read_text()
+    assert "python train.py " + str(cfg) in readme and f"python train.py ship {runs / 'straight'} {dest}" in readme
+    assert "12 greedy demonstrations" in readme and "6 epochs" in readme
+    # The shipped folder is an agent like the run folder it came from.
+    env = make_vm_env(yaml.safe_load(open(cfg))["env_config"], "eval")
+    env.reset(seed=0)
+    result = get_planner(f"agent:{dest}")(env.snapshot, 6)
+    assert result.num_moves <= 6
+    # Shipping over an existing folder, or an unfinished run, is refused in one line.
+    again = subprocess.run([sys.executable, "train.py", "ship", str(runs / "straight"), str(dest)],
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    _one_line_error(again, "exists already (--force replaces it)")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for f in ("config.yaml", "run.json"):
+        (unfinished / f).write_text((runs / "straight" / f).read_text())
+    bad = subprocess.run([sys.executable, "train.py", "ship", str(unfinished), str(tmp_path / "x")],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    _one_line_error(bad, "best/model.zip: missing")
+    assert not (tmp_path / "x").exists()
+
+
+def test_best_is_picked_on_the_validation_split_where_there_is_one():
+    from training.maskable_ppo import selection_split
+
+    assert selection_split({"env_config": "configs/vm_rescheduling/vmr2l_like_small.yaml"}) == "val"
+    assert selection_split({"env_config": "configs/vm_rescheduling/azure_small.yaml"}) == "eval"

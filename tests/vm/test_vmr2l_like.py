@@ -139,6 +139,26 @@ def test_random_fit_is_valid_seeded_and_off_by_default():
         generate_cluster("dev", 10, random_fit=1.5)
 
 
+def test_spread_fit_fragments_the_free_vcpu_and_is_seeded():
+    """Spreading leaves every node a little free vCPU: FR near 1 where best fit packs (FR ~0.3)."""
+    kw = dict(mix="clear2", target_utilisation=0.9, fraction=0.8)
+    best, sb = generate_cluster("dev", 80, seed=1, **kw)
+    spread, ss = generate_cluster("dev", 80, seed=1, spread_fit=1.0, **kw)
+    assert_same_cluster(spread, generate_cluster("dev", 80, seed=1, spread_fit=1.0, **kw)[0])
+    assert spread.capacity_violations() == [] and ss.spread_fit == 1.0
+    assert ss.cpu_utilisation <= 0.9 + 1e-12 and abs(ss.cpu_utilisation - sb.cpu_utilisation) < 0.01
+    assert sb.fragment_rate < 0.7 < ss.fragment_rate
+    # Spread nodes keep their free vCPU under the 16-vCPU fragment size, not in empty nodes.
+    free = spread.free_cpu.reshape(-1)
+    assert (free < 16).mean() > 0.9
+    # The default (0) is best fit, and random + spread may not exceed 1.
+    assert_same_cluster(best, generate_cluster("dev", 80, seed=1, spread_fit=0.0, **kw)[0])
+    with pytest.raises(ValueError, match="spread_fit"):
+        generate_cluster("dev", 10, random_fit=0.6, spread_fit=0.6)
+    snap, stats = generate_snapshot(3, hosts_range=(40, 50), random_fit_range=(0.5, 0.5), spread_fit_range=(0.6, 0.9))
+    assert all(s.spread_fit == pytest.approx(0.5) for s in stats)  # capped at 1 - random_fit
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="unknown split"):
         generate_cluster("train", 10)

@@ -1,0 +1,166 @@
+"""Ship a trained model: copy it out of its run folder into ``models/`` with what explains it.
+
+    python train.py ship runs/vm_bc_s0 models/vm_rescheduling/graph_bc --evaluation results/graph_bc_eval
+
+writes ``DEST/``:
+
+* ``model.zip`` and ``metadata.json``: the run's ``best/`` (or ``--model last``) model, loadable by
+  ``evaluate.py --policies agent:DEST`` anywhere (the metadata holds the env config and spaces);
+* ``train_config.yaml``, ``run.json``: the resolved training config and how the run was started
+  (command, versions, host);
+* ``training_eval.csv`` and ``training_curve.png``: the periodic validation figures during training;
+* ``evaluation/`` (with ``--evaluation``): an ``evaluate.py`` results folder, copied whole;
+* ``README.md``: what it is, the training budget and machine, and the commands that reproduce it.
+
+A run that has not finished (no ``last/``) or lacks the chosen model is refused, and so is a
+``DEST`` that exists already, unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.runs import CheckpointError, read_run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="train.py ship", description="Copy a trained model out of its run folder into models/, with its "
+        "config, training curve, evaluation and the commands that reproduce it.")
+    parser.add_argument("run_dir", help="a finished run folder of train.py (runs/<name>)")
+    parser.add_argument("dest", help="the model's folder, e.g. models/vm_rescheduling/graph_bc")
+    parser.add_argument("--model", choices=("best", "last"), default="best",
+                        help="which saved model to ship: best (lowest validation FR) or last (default: best)")
+    parser.add_argument("--evaluation", metavar="RESULTS_DIR", help="an evaluate.py results folder to ship beside it")
+    parser.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    return parser.parse_args(argv)
+
+
+def _curve(rows: list[dict[str, str]], path: Path, title: str, x_label: str) -> None:
+    from evaluation.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    x = [int(r["updates"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(x, [float(r["fr_final"]) for r in rows], marker="o", label="policy (deterministic plan)")
+    ax.plot(x, [float(r["greedy_fr"]) for r in rows], linestyle="--", color="tab:gray", label="greedy, same snapshots")
+    ax.plot(x, [float(r["fr_start"]) for r in rows], linestyle=":", color="black", label="before planning")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("mean FR after the plan (lower is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None = None, force: bool = False) -> Path:
+    """Copy the model and its explanation into ``dest`` (see the module docstring); returns ``dest``.
+
+    Raises:
+        CheckpointError: not a finished run folder, the model is missing, or ``dest`` exists.
+    """
+    config, info = read_run(run_dir)
+    source = run_dir / model
+    for f in ("model.zip", "metadata.json"):
+        if not (source / f).is_file():
+            raise CheckpointError(f"{source / f}: missing; ship a finished run (train.py writes best/ and last/)")
+    if not (run_dir / "last" / "model.zip").is_file():
+        raise CheckpointError(f"{run_dir}: the run has not finished (no last/); resume it with train.py --resume {run_dir}")
+    if evaluation is not None and not (evaluation / "summary.json").is_file():
+        raise CheckpointError(f"--evaluation {evaluation}: not an evaluate.py results folder (no summary.json)")
+    if dest.exists():
+        if not force:
+            raise CheckpointError(f"{dest}: exists already (--force replaces it)")
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in ("model.zip", "metadata.json"):
+        shutil.copy2(source / f, dest / f)
+    shutil.copy2(run_dir / "config.yaml", dest / "train_config.yaml")
+    shutil.copy2(run_dir / "run.json", dest / "run.json")
+    metadata = json.loads((source / "metadata.json").read_text())
+    rows: list[dict[str, str]] = []
+    if (run_dir / "eval.csv").is_file():
+        shutil.copy2(run_dir / "eval.csv", dest / "training_eval.csv")
+        rows = list(csv.DictReader((run_dir / "eval.csv").open()))
+    split = metadata.get("selection_split", "eval")
+    bc = config.get("algorithm") == "bc"
+    if rows:
+        _curve(rows, dest / "training_curve.png",
+               f"{dest.name}: {'validation' if split == 'val' else 'held-out'} FR during training",
+               "epoch" if bc else "update")
+    if evaluation is not None:
+        shutil.copytree(evaluation, dest / "evaluation")
+    (dest / "README.md").write_text(_readme(run_dir, dest, config, info, metadata, model, rows, evaluation))
+    return dest
+
+
+def _command(argv: list[str]) -> str:
+    return " ".join(argv)
+
+
+def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, Any], metadata: dict[str, Any],
+            model: str, rows: list[dict[str, str]], evaluation: Path | None) -> str:
+    command = list(info.get("command") or [])
+    if command and command[0].startswith("python"):
+        command[0] = "python"
+    if len(command) > 1 and Path(command[1]).name == "train.py":
+        command[1] = "train.py"  # run from the checkout's root
+    bc = config.get("algorithm") == "bc"
+    budget = (f"{config['bc']['demonstrations']} {config['bc']['teacher']} demonstrations "
+              f"({config['bc']['teacher_time_limit_s']} s each), {config['bc']['epochs']} epochs"
+              if bc else f"{metadata.get('num_timesteps')} environment steps")
+    picked = next((r for r in rows if float(r["fr_final"]) == min(float(x["fr_final"]) for x in rows)), None)
+    split = metadata.get("selection_split", "eval")
+    lines = [
+        f"# {dest.name}",
+        "",
+        str(" ".join(str(config.get("description", "")).split())),
+        "",
+        f"- Model: the run's `{model}/` ({'lowest validation FR' if model == 'best' else 'final'}); "
+        f"`python evaluate.py CONFIG --policies agent:{dest}` plays it.",
+        f"- Algorithm: {config.get('algorithm')}, policy `{config['policy']['name']}`; env config "
+        f"`{config['env_config']}`.",
+        f"- Training budget: {budget}; started {info.get('started')} on host `{info.get('host')}` "
+        f"({platform.machine()}, {os.cpu_count()} CPUs visible when shipped, no GPU used: device cpu).",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in (info.get('versions') or {}).items())}; "
+        f"code commit {metadata.get('git_commit') or info.get('git_commit') or 'not recorded (run outside a git checkout)'}.",
+    ]
+    if picked is not None:
+        lines.append(f"- Picked on the {'validation' if split == 'val' else 'evaluation (!)'} split at "
+                     f"{'epoch' if bc else 'update'} {picked['updates']}: FR {float(picked['fr_start']):.4f} -> "
+                     f"{float(picked['fr_final']):.4f} (greedy {float(picked['greedy_fr']):.4f}), mean of the "
+                     f"validation episodes. Curve: `training_curve.png`, figures: `training_eval.csv`.")
+    lines += ["", "## Reproduce", "", "```", _command(command) if command else "(command not recorded)",
+              f"python train.py ship {run_dir} {dest}" + (f" --model {model}" if model != "best" else "")
+              + (f" --evaluation {evaluation}" if evaluation is not None else ""), "```", ""]
+    if evaluation is not None:
+        summary = json.loads((evaluation / "summary.json").read_text())
+        lines += ["## Evaluation (held out, never trained or selected on)", "",
+                  f"`evaluation/`: `{summary.get('command') or 'evaluate.py'}` on `{summary['config']}`, "
+                  f"seeds {summary['seeds']}."]
+        table = evaluation / "table.md"
+        if table.is_file():
+            lines += ["", table.read_text().strip()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        dest = ship(Path(args.run_dir), Path(args.dest), args.model,
+                    Path(args.evaluation) if args.evaluation else None, args.force)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"shipped {Path(args.run_dir) / args.model} to {dest}: " + ", ".join(sorted(p.name for p in dest.iterdir())))
+    return 0

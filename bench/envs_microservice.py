@@ -25,6 +25,8 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/envs_microservice.py`` (or throu
 
 from __future__ import annotations
 
+import argparse
+
 import os
 import sys
 import time
@@ -157,5 +159,12 @@ def main() -> dict[str, float]:
             "hold_agent_steps_per_s": hold_rate, "sb3_agent_steps_per_s": sb3_rate, "ratio": native_rate / sync_rate}
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--help`` prints what the benchmark measures; it takes no options (only when run as a script)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
+    parse_args()
     main()

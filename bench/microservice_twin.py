@@ -12,6 +12,8 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/microservice_twin.py``
 
 from __future__ import annotations
 
+import argparse
+
 import math
 import os
 import time
@@ -207,5 +209,12 @@ def main() -> None:
           f"goal >= 20x reference: {'met' if b1024[1] / b1024[2] >= 20 else 'NOT met'}")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--help`` prints what the benchmark measures; it takes no options (only when run as a script)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
+    parse_args()
     main()

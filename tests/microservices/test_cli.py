@@ -45,12 +45,13 @@ def test_replay_prints_consistent_numbers_and_writes_png(tmp_path):
 def test_replay_rejects_bad_window(tmp_path):
     out = subprocess.run([sys.executable, "-m", "digital_twin.microservices", "--start-minute", "5000",
                           "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
-    assert out.returncode != 0 and "--start-minute" in out.stderr
+    assert out.returncode == 2 and out.stderr.startswith("error: --start-minute 5000") and "0-1439" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "x.png").exists()
 
 
 def test_hpa_target_is_an_integer_percent(tmp_path):
     """One unit for ``--hpa-target`` everywhere: percent of the CPU request, as Kubernetes writes it."""
-    for value, message in (("0.6", "invalid int value"), ("0", "positive percent")):
+    for value, message in (("0.6", "expected an integer, got '0.6'"), ("0", "must be a positive integer")):
         out = subprocess.run([sys.executable, "-m", "digital_twin.microservices", "--hpa-target", value,
                               "--minutes", "1", "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
-        assert out.returncode != 0 and message in out.stderr, out.stderr
+        assert out.returncode == 2 and "--hpa-target" in out.stderr and message in out.stderr, out.stderr

@@ -1,0 +1,307 @@
+"""The one rule for user mistakes on clustergym's command lines, shared by every entry point.
+
+A user mistake (a flag out of range, a missing or malformed input file, an output path that cannot
+be written) ends in **one line** on stderr, ``error: <what> <is wrong>; <what is allowed>``, and exit
+status 2, with no traceback; ``--debug`` shows the traceback too. Everything else (a bug) keeps its
+traceback. Output paths are checked *before* the work, and nothing is created until there is
+something to write, so a refused run leaves no empty output folder behind.
+
+Pieces:
+
+* :class:`UsageError`: raise it (or one of the entry point's own ``user_errors``) for a user mistake;
+* :class:`ArgumentParser`: ``argparse`` whose own errors (unknown flag, bad choice, a type check
+  below) follow the same one-line rule;
+* argparse types: :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`,
+  :func:`non_negative_float`, :func:`fraction`, :func:`unit_interval`, :func:`existing_file`;
+* output checks: :func:`check_writable_file`, :func:`check_writable_dir`;
+* :func:`read_yaml`: a YAML file, or a one-line :class:`UsageError` naming file, line and column;
+* :func:`run_cli`: runs a parsed command under the rule.
+
+Example::
+
+    def main(argv=None) -> int:
+        parser = ArgumentParser(prog="python -m mypkg")
+        parser.add_argument("--hosts", type=positive_int, default=10)
+        add_debug_flag(parser)
+        args = parser.parse_args(argv)
+        return run_cli(lambda: work(args), debug=args.debug, user_errors=(MyConfigError,))
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+USAGE_ERROR = 2
+"""Exit status of a user mistake (argparse's own)."""
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT)."""
+
+
+class UsageError(Exception):
+    """A user mistake: the message is the whole explanation (one line: what, what is wrong, what is allowed)."""
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line: lines joined with ``"; "``, runs of blanks collapsed."""
+    parts = [" ".join(line.split()) for line in str(message).splitlines()]
+    return "; ".join(p for p in parts if p)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------------- argparse
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one ``error: ...`` line and exit 2 (no usage block).
+
+    Subcommand parsers made with ``add_subparsers().add_parser`` are of this class too.
+    """
+
+    def error(self, message: str):  # noqa: D102  (argparse's hook)
+        if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+            flags = [w for w in words if w.startswith("-")]
+            hint = did_you_mean(flags[0], self._all_option_strings()) if flags else ""
+            message += hint or f" (see {self.prog} --help)"
+        elif message.startswith("the following arguments are required") or "invalid choice" in message:
+            message += f" (see {self.prog} --help)"
+        self.exit(USAGE_ERROR, f"error: {self.prog}: {one_line(message)}\n")
+
+    def _all_option_strings(self) -> list[str]:
+        """Option strings of this parser and of its subcommands (an unknown flag is reported by the top parser)."""
+        found: list[str] = []
+        for action in self._actions:
+            found += [o for o in action.option_strings if o.startswith("--")]
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        return sorted(set(found))
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--debug`` (tracebacks of user errors too)."""
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    value = _number(text, float)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a number in (0, 1] (a share that cannot be zero)."""
+    value = _number(text, float)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (0 excluded), got {text}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """argparse type: a path to an existing, readable file."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: not readable (permission denied)")
+    return path
+
+
+# ---------------------------------------------------------------------- output paths
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (a probe file, removed at once).
+
+    ``os.access`` alone says yes to root everywhere, also on read-only or virtual file systems.
+    """
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def check_writable_dir(path: str | Path, flag: str) -> Path:
+    """Check that ``path`` is, or can be created as, a writable folder; creates nothing.
+
+    Raises:
+        UsageError: naming ``flag``, the path and why not.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{flag} {path}: exists and is not a folder; give a folder path")
+        if not _can_create_in(path):
+            raise UsageError(f"{flag} {path}: cannot write files in this folder")
+        return path
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise UsageError(f"{flag} {path}: {base} is a file, so the folder cannot be created")
+    if not _can_create_in(base):
+        raise UsageError(f"{flag} {path}: cannot create it, {base} is not writable")
+    return path
+
+
+def check_writable_file(path: str | Path, flag: str, suffixes: Sequence[str] | None = None,
+                        create_parents: bool = True) -> Path:
+    """Check that ``path`` can be written as a file (before the work that produces it); creates nothing.
+
+    Args:
+        path: the output file.
+        flag: the flag that gave it, for the message.
+        suffixes: allowed file name endings (``".png"``, ...), or None for any.
+        create_parents: whether missing parent folders will be created at write time (else they must exist).
+
+    Raises:
+        UsageError: naming ``flag``, the path and why not.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file path")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        kind = repr(path.suffix) if path.suffix else "(no file name ending)"
+        raise UsageError(f"{flag} {path}: unsupported file type {kind}; use one of {', '.join(suffixes)}")
+    if path.exists():
+        try:
+            with open(path, "a"):  # appends nothing: the file stays as it is
+                pass
+        except OSError as err:
+            raise UsageError(f"{flag} {path}: file not writable ({err.strerror or err})") from None
+        return path
+    parent = path.absolute().parent
+    if not parent.exists() and not create_parents:
+        raise UsageError(f"{flag} {path}: folder {path.parent} does not exist")
+    base = _nearest_existing(parent)
+    if not base.is_dir():
+        raise UsageError(f"{flag} {path}: {base} is a file, not a folder")
+    if not _can_create_in(base):
+        raise UsageError(f"{flag} {path}: cannot write in {base}")
+    return path
+
+
+# ---------------------------------------------------------------------- input files
+def read_yaml(path: str | Path, flag: str | None = None) -> Any:
+    """Parse a YAML file; any problem is a one-line :class:`UsageError` (file, line, column, reason)."""
+    import yaml
+
+    path = Path(path)
+    where = f"{flag} {path}" if flag else str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{where}: is a folder, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"{where}: cannot read it ({one_line(err)})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or one_line(err)
+        raise UsageError(f"{where}: not valid YAML{at}: {problem}") from None
+
+
+# ---------------------------------------------------------------------- running
+def run_cli(command: Callable[[], int | None], *, debug: bool = False,
+            user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run ``command`` under the rule: a :class:`UsageError` or one of ``user_errors`` -> one line, exit 2.
+
+    Args:
+        command: the parsed command; returns its exit status (None: 0).
+        debug: print the traceback of a user error too.
+        user_errors: the entry point's own exception classes that mean a user mistake (their
+            messages name the file and the key, e.g. ``SnapshotError``, ``ScenarioError``).
+
+    Returns:
+        The exit status.
+    """
+    try:
+        status = command()
+    except (UsageError, *user_errors) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    return 0 if status is None else int(status)
+
+
+__all__ = [
+    "ArgumentParser", "INTERRUPTED", "USAGE_ERROR", "UsageError", "add_debug_flag", "check_writable_dir",
+    "check_writable_file", "did_you_mean", "existing_file", "fraction", "non_negative_float", "non_negative_int",
+    "one_line", "positive_float", "positive_int", "read_yaml", "run_cli", "unit_interval",
+]

@@ -15,7 +15,11 @@ Read top to bottom:
    replaying them through the env each epoch (padded observations are too big to keep).
 2. **Loss**, per teacher action: the cross-entropy of the policy's masked distribution on the
    teacher's action (the policy's own ``MaskableCategoricalDistribution``, masks applied exactly as
-   in PPO), plus ``bc.value_coef`` times the squared error of the value head on the discounted
+   in PPO), where picking a VM counts as right if it picks any VM *interchangeable* with the
+   teacher's (:func:`interchangeable_vms`: same host, same features, i.e. same shape and
+   placement): ``-log`` of the probability of that class. The policy sees such VMs as equal
+   and the teacher (beam: ties broken at random) picks among them arbitrarily, so the plain
+   cross-entropy on one of them is noise the policy cannot learn from. Plus ``bc.value_coef`` times the squared error of the value head on the discounted
    return of the env's rewards along the teacher's trajectory (``ppo.gamma``), i.e. the teacher's
    remaining FR gain. Adam (the policy's own optimiser) at ``bc.learning_rate``, gradients clipped at
    ``ppo.max_grad_norm``.
@@ -137,19 +141,52 @@ def replay(env, demo: Demonstration, gamma: float) -> tuple[list[dict[str, np.nd
 
 
 # ---------------------------------------------------------------------- the loss
+def interchangeable_vms(batch: dict[str, np.ndarray], actions: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(B, n) bool: the actions that do what each teacher action does, as far as the policy can tell.
+
+    A VM pick (phase 0, action a VM slot) stands for every valid VM on the same host with the
+    same features (per-node CPU and memory, so shape and placement, and flags); anything else (a
+    destination, stop) only for itself. Only actions the mask allows are included.
+
+    Shapes:
+        batch: stacked observations (``vm_features`` (B, V, F), ``vm_host`` (B, V), ``vm_mask``
+        (B, V), ``selected_vm`` (B, 1)); actions: (B,); masks: (B, n) -> (B, n).
+    """
+    actions = np.asarray(actions, dtype=np.int64)
+    rows = np.arange(len(actions))
+    out = np.zeros(masks.shape, dtype=bool)
+    out[rows, actions] = True
+    features, host = batch["vm_features"], batch["vm_host"].reshape(len(actions), -1)
+    num_vms = features.shape[1]
+    picking_vm = (batch["selected_vm"].reshape(-1) < 0) & (actions < num_vms)
+    b = rows[picking_vm]
+    if b.size:
+        a = actions[b]
+        same = (features[b] == features[b, a][:, None, :]).all(-1) & (host[b] == host[b, a][:, None])
+        same &= batch["vm_mask"].reshape(len(actions), -1)[b] > 0.5
+        out[b, :num_vms] |= same
+    return out & masks.astype(bool)
+
+
 def bc_loss(policy, observations: list[dict[str, np.ndarray]], masks: list[np.ndarray], actions, returns,
             value_coef: float):
-    """``(loss, cross-entropy, value loss, accuracy)`` of a minibatch (the loss keeps its graph)."""
+    """``(loss, cross-entropy, value loss, accuracy)`` of a minibatch (the loss keeps its graph).
+
+    Cross-entropy and accuracy count any action of the teacher's class (:func:`interchangeable_vms`).
+    """
     import torch as th
 
     batch = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
     obs_t, _ = policy.obs_to_tensor(batch)
     logits, values = policy.action_logits(obs_t)
-    distribution = policy._distribution(logits, np.stack(masks))
-    actions_t = th.as_tensor(np.asarray(actions), dtype=th.long)
-    cross_entropy = -distribution.log_prob(actions_t).mean()
+    mask = np.stack(masks)
+    distribution = policy._distribution(logits, mask)
+    good = th.as_tensor(interchangeable_vms(batch, np.asarray(actions), mask))
+    log_p = distribution.distribution.logits  # normalised log-probabilities over the masked actions
+    cross_entropy = -th.logsumexp(log_p.masked_fill(~good, float("-inf")), dim=-1).mean()
     value_loss = th.nn.functional.mse_loss(values.flatten(), th.as_tensor(np.asarray(returns), dtype=values.dtype))
-    accuracy = (distribution.get_actions(deterministic=True) == actions_t).float().mean()
+    picked = distribution.get_actions(deterministic=True)
+    accuracy = good.gather(1, picked.long().reshape(-1, 1)).float().mean()
     return cross_entropy + value_coef * value_loss, cross_entropy, value_loss, accuracy
 
 

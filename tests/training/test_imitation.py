@@ -255,3 +255,36 @@ def test_best_is_picked_on_the_validation_split_where_there_is_one():
 
     assert selection_split({"env_config": "configs/vm_rescheduling/vmr2l_like_small.yaml"}) == "val"
     assert selection_split({"env_config": "configs/vm_rescheduling/azure_small.yaml"}) == "eval"
+
+
+def test_interchangeable_vms_are_one_class_for_the_loss(tmp_path):
+    """A VM pick stands for the valid VMs on its host with the same features; nothing else widens."""
+    import numpy as np
+
+    from training.imitation import interchangeable_vms
+
+    config = loaded(bc_config(tmp_path))
+    env = train_env(config).envs[0].unwrapped
+    obs, _ = env.reset(seed=0)
+    mask = env.action_masks()
+    a = int(np.flatnonzero(mask[: env.max_vms])[0])
+    twin, other, hidden = a + 1, a + 2, a + 3
+    obs = {k: np.array(v, copy=True) for k, v in obs.items()}
+    for v in (twin, other, hidden):
+        obs["vm_features"][v] = obs["vm_features"][a]
+        obs["vm_host"][v] = obs["vm_host"][a]
+        obs["vm_mask"][v] = 1
+    obs["vm_features"][other, 0] += 1.0  # another shape on the same host
+    m = mask.copy()
+    m[[twin, other]] = True
+    m[hidden] = False  # masked (e.g. anti-affinity): never counted as right
+    batch = {k: v[None] for k, v in obs.items()}
+    out = interchangeable_vms(batch, np.array([a]), m[None])[0]
+    assert out[a] and out[twin] and not out[other] and not out[hidden]
+    same_host_same_features = (obs["vm_features"] == obs["vm_features"][a]).all(1) & (obs["vm_host"] == obs["vm_host"][a])
+    assert set(np.flatnonzero(out)) <= set(np.flatnonzero(same_host_same_features & m[: len(same_host_same_features)]))
+    # A destination pick (phase 1) or stop is its own class.
+    obs["selected_vm"][:] = a
+    assert np.flatnonzero(interchangeable_vms({k: v[None] for k, v in obs.items()}, np.array([a]), m[None])[0]).tolist() == [a]
+    stop = len(mask) - 1
+    assert np.flatnonzero(interchangeable_vms(batch, np.array([stop]), np.ones((1, len(mask)), bool))[0]).tolist() == [stop]

@@ -12,11 +12,16 @@ VM ``[usage, 0]``; for a split VM ``[usage on node 0, usage on node 1]``. A dest
 ``(host, placement)`` with ``placement`` in ``{0, 1}``: for a 1-NUMA VM the NUMA node it lands on;
 a split VM keeps its split, so only placement 0 exists for it. Moving within the same host is not a
 migration and is never feasible.
+
+Anti-affinity. A deployment set forbids two of its members on one host (``granularity="host"``) or
+one rack (``"rack"``). The cluster keeps each set's occupancy (members per host, or per rack) and,
+per set and VM shape, how many hosts that fit the shape the set occupies; a migration updates only
+the moved VM's sets and the two hosts it touched, so the masks of all set members stay one numpy
+pass (:meth:`Cluster.movable_vms`) however many sets there are.
 """
 
 from __future__ import annotations
 
-import copy as _copy
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
@@ -47,7 +52,10 @@ class VMType:
 
 @dataclass(frozen=True)
 class DeploymentSet:
-    """Anti-affinity: no two members may share a host (or a rack, by ``granularity``)."""
+    """Anti-affinity: no two members may share a host (or a rack, by ``granularity``).
+
+    ``members`` are VM indices of the cluster; repeats count once. A VM may be in several sets.
+    """
 
     granularity: str  # "host" or "rack"
     members: np.ndarray  # (M,) VM indices
@@ -73,8 +81,8 @@ def _flat_view(array: np.ndarray) -> memoryview:
     Element access through it yields Python scalars and costs less than numpy's own indexing;
     bool arrays are viewed as uint8.
     """
+    assert array.flags.c_contiguous, "array must be C-contiguous"  # then reshape(-1) is a view
     flat = array.reshape(-1)
-    assert np.shares_memory(flat, array) or array.size == 0, "array must be C-contiguous"
     return memoryview(flat.view(np.uint8) if flat.dtype == bool else flat)
 
 @dataclass
@@ -83,7 +91,8 @@ class Cluster:
 
     Static arrays describe hosts and VMs; ``vm_host`` / ``vm_placement`` and the free-capacity
     arrays change with migrations. Construct with the fields below, then use the methods; the free
-    capacity and all metrics are derived at construction.
+    capacity and all metrics are derived at construction (a ``ValueError`` names a deployment set
+    of unknown granularity or with a member index outside the cluster).
 
     Shapes:
         numa_cpu_total, numa_mem_total, free_cpu, free_mem: (H, 2)
@@ -125,10 +134,6 @@ class Cluster:
         self._has_inactive = not bool(self.host_active.all())
         self._host_index = {h: i for i, h in enumerate(self.host_ids)}
         self._vm_index = {v: i for i, v in enumerate(self.vm_ids)}
-        self._vm_sets: dict[int, list[DeploymentSet]] = {}
-        for dset in self.deployment_sets:
-            for member in dset.members.tolist():
-                self._vm_sets.setdefault(member, []).append(dset)
         self._type_cpu = np.array([t.request_cpu for t in self.vm_types], dtype=np.int64)
         self._type_mem = np.array([t.request_mem_mb for t in self.vm_types], dtype=np.float64)
         self._type_span = np.array([t.numa for t in self.vm_types], dtype=np.int64)
@@ -142,6 +147,7 @@ class Cluster:
         self._allow_l = self.vm_allow_migration.tolist()
         self._active_l = self.host_active.tolist()
         self._num_vms, self._num_hosts = len(self.vm_ids), len(self.host_ids)
+        self._build_sets()
         self.free_cpu, self.free_mem = free_from_placements(
             self.numa_cpu_total, self.numa_mem_total, self.vm_host, *self.vm_node_usage()
         )
@@ -205,6 +211,109 @@ class Cluster:
         mem = np.where(swap, self.vm_mem[:, ::-1], self.vm_mem)
         return cpu, mem
 
+    def _build_sets(self) -> None:
+        """Index the deployment sets: memberships, and each set's occupancy of hosts or racks.
+
+        Raises:
+            ValueError: a set of unknown granularity, or with a member index outside the cluster.
+        """
+        num_vms, num_hosts = self._num_vms, self._num_hosts
+        # Dense rack codes 0..R-1 (files carry arbitrary rack ids), so rack occupancy is a (S_r, R) array.
+        self._rack_code = np.unique(self.host_rack, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        self._rack_code_l = self._rack_code.tolist()
+        num_racks = int(self._rack_code.max()) + 1 if num_hosts else 0
+        groups: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # host sets, rack sets
+        self._set_index: dict[tuple[bool, int], int] = {}  # (is rack set, index in its group) -> deployment_sets index
+        memb: dict[int, list[tuple[bool, int]]] = {}
+        for i, dset in enumerate(self.deployment_sets):
+            if dset.granularity not in ("host", "rack"):
+                raise ValueError(f"cluster {self.name}: deployment set {i}: granularity must be 'host' or 'rack', "
+                                 f"got {dset.granularity!r}")
+            members = np.unique(np.asarray(dset.members, dtype=np.int64).reshape(-1))
+            bad = members[(members < 0) | (members >= num_vms)]
+            if len(bad):
+                raise ValueError(f"cluster {self.name}: deployment set {i}: member index {int(bad[0])} is not a VM "
+                                 f"of the cluster (it has {num_vms})")
+            rack = dset.granularity == "rack"
+            key = (rack, len(groups[rack]))
+            groups[rack].append(members)
+            self._set_index[key] = i
+            for m in members.tolist():
+                memb.setdefault(m, []).append(key)
+        self._set_members = groups
+        self._vm_memb: dict[int, tuple[tuple[bool, int], ...]] = {v: tuple(k) for v, k in memb.items()}
+        self._has_sets = bool(memb)
+        # Memberships (VM, set) in VM order, a VM's sets contiguous: the vectorised masks reduce over
+        # them per VM (np.*.reduceat from _p_start).
+        pairs = sorted((v, rack, s) for v, keys in memb.items() for rack, s in keys)
+        nh, nr = len(groups[0]), len(groups[1])
+        self._set_vms = np.array(sorted(memb), dtype=np.int64)
+        self._p_vm = np.array([p[0] for p in pairs], dtype=np.int64)
+        self._p_rack = np.array([p[1] for p in pairs], dtype=bool)
+        self._p_set = np.array([p[2] for p in pairs], dtype=np.int64)
+        self._p_start = (np.flatnonzero(np.r_[True, self._p_vm[1:] != self._p_vm[:-1]]) if pairs
+                         else np.zeros(0, np.int64))
+        self._multi = len(pairs) > len(self._set_vms)  # some VM is in more than one set
+        k, shape = len(self._shape_span), self.vm_shape[self._p_vm]
+        self._hp, self._rp = np.flatnonzero(~self._p_rack), np.flatnonzero(self._p_rack)
+        hp, rp = self._hp, self._rp
+        # Per membership, flat indices into _nbf (S_h + S_r, K), and for rack sets into the
+        # (K, H) shape masks and the (K, R) per-rack fit counts (shape row offsets).
+        self._num_shapes, self._num_racks, self._num_host_sets, self._num_rack_sets = k, num_racks, nh, nr
+        self._hp_sk = self._p_set[hp] * k + shape[hp]
+        self._rp_sk = (nh + self._p_set[rp]) * k + shape[rp]  # rack sets follow the host sets in _nbf
+        self._rp_vm, self._rp_set = self._p_vm[rp], self._p_set[rp]
+        self._rp_kh, self._rp_kr = shape[rp] * num_hosts, shape[rp] * num_racks
+        self._p_shape = shape
+        self._set_shape = self.vm_shape[self._set_vms]
+        # Occupancy, unit-major so that the sets present on one host (rack) are one contiguous row:
+        # (H, S_h) members of each host set per host, (R, S_r) members of each rack set per rack.
+        # The narrowest integer that holds any count (at most V): they are copied with every episode's snapshot.
+        where = self.vm_host[self._p_vm]
+        dtype = np.int16 if num_vms < 2**15 else np.int32 if num_vms < 2**31 else np.int64
+        self._occ_h = np.bincount(where[hp] * nh + self._p_set[hp], minlength=num_hosts * nh) \
+            .reshape(num_hosts, nh).astype(dtype)
+        self._occ_r = np.bincount(self._rack_code[where[rp]] * nr + self._p_set[rp], minlength=num_racks * nr) \
+            .reshape(num_racks, nr).astype(dtype)
+        # (rack, rack set) cells holding two members or more: none in a state that satisfies the sets.
+        self._rack_crowded = int((self._occ_r >= 2).sum())
+        if not self._multi:
+            # One set at most per VM: movable_vms reads every VM's set verdict from one table
+            # [per (set, shape) | True for VMs in no set] with one take.
+            cell = np.full(num_vms, (nh + nr) * k, dtype=np.int64)
+            cell[self._p_vm[hp]] = self._hp_sk
+            cell[self._rp_vm] = self._rp_sk
+            self._vm_set_cell = cell
+        # Built with the shape masks (_build_set_fit): fitting hosts per rack, and per (set, shape)
+        # the fitting hosts the set occupies (its hosts, or the hosts of its racks).
+        self._rack_fit: np.ndarray | None = None  # (K, R)
+        self._nbf: np.ndarray | None = None  # (S_h + S_r, K): host sets, then rack sets
+        self._set_set_views()
+
+    def _set_set_views(self) -> None:
+        # Flat memoryviews of the set counters for the scalar updates of one migration (see
+        # _flat_view), and the host-set and rack-set halves of _nbf (views: rebuilt, never pickled).
+        self._occ_h_flat, self._occ_r_flat = _flat_view(self._occ_h), _flat_view(self._occ_r)
+        if self._nbf is None:
+            self._nbf_h = self._nbf_r = None
+        else:
+            self._rack_fit_flat, self._nbf_flat = _flat_view(self._rack_fit), _flat_view(self._nbf)
+            self._nbf_h, self._nbf_r = self._nbf[: self._num_host_sets], self._nbf[self._num_host_sets:]
+
+    def _build_set_fit(self) -> None:
+        """From scratch, the per-set counts of fitting hosts behind the set members' masks."""
+        any_fit = self._shape_any
+        num_shapes, num_racks = any_fit.shape[0], self._num_racks
+        cells = (np.arange(num_shapes)[:, None] * num_racks + self._rack_code[None, :]).reshape(-1)
+        self._rack_fit = np.bincount(cells, weights=any_fit.reshape(-1), minlength=num_shapes * num_racks) \
+            .reshape(num_shapes, num_racks).astype(np.int64)
+        # Float matmuls (BLAS) of 0/1 matrices: integer counts, exact in float64.
+        self._nbf = np.concatenate([
+            (self._occ_h > 0).T.astype(np.float64) @ any_fit.T.astype(np.float64),
+            (self._occ_r > 0).T.astype(np.float64) @ self._rack_fit.T.astype(np.float64),
+        ]).astype(np.int64)
+        self._set_set_views()
+
     def _build_shapes(self) -> None:
         # VMs of the same (span, usage) have the same feasible destinations; grouping them lets
         # masks for all VMs be computed once per shape.
@@ -255,20 +364,64 @@ class Cluster:
         mask[self.vm_host[vm]] = False
         if self._has_inactive:
             mask[~self.host_active] = False
-        if vm in self._vm_sets:
-            mask[self._anti_affinity_blocked(vm)] = False
+        memb = self._vm_memb.get(vm)
+        if memb is not None:
+            for rack, s in memb:
+                if rack:
+                    mask[self._rack_blocked(vm, s)[self._rack_code]] = False
+                else:  # the VM's own host is among them, and no destination anyway
+                    mask[self.vm_host[self._set_members[0][s]]] = False
         return mask
 
     def _anti_affinity_blocked(self, vm: int) -> np.ndarray:
-        """(H,) bool: hosts VM ``vm`` may not go to because of its deployment sets."""
-        blocked = np.zeros(self.num_hosts, dtype=bool)
-        for dset in self._vm_sets.get(vm, ()):
-            others = dset.members[dset.members != vm]
-            if dset.granularity == "rack":
-                blocked |= np.isin(self.host_rack, self.host_rack[self.vm_host[others]])
+        """(H,) bool: hosts VM ``vm`` may not go to because of its deployment sets.
+
+        Read off the sets' occupancy (O(H) per set of the VM, whatever the set sizes); the VM's own
+        host (rack) is blocked only if another member is there too.
+        """
+        blocked = None
+        own = self.vm_host.item(vm)
+        for rack, s in self._vm_memb.get(vm, ()):
+            if rack:
+                row = self._rack_blocked(vm, s)[self._rack_code]
             else:
-                blocked[self.vm_host[others]] = True
-        return blocked
+                row = self._occ_h[:, s] > 0
+                row[own] = self._occ_h.item(own, s) > 1
+            blocked = row if blocked is None else blocked | row
+        return np.zeros(self._num_hosts, dtype=bool) if blocked is None else blocked
+
+    def _rack_blocked(self, vm: int, s: int) -> np.ndarray:
+        """(R,) bool: racks that rack set ``s`` closes to its member ``vm`` (its own only if shared)."""
+        r = self._rack_code_l[self.vm_host.item(vm)]
+        row = self._occ_r[:, s] > 0
+        row[r] = self._occ_r.item(r, s) > 1
+        return row
+
+    def _blocked_rows(self, pos: np.ndarray | None = None) -> np.ndarray:
+        """(n, H) bool: :meth:`_anti_affinity_blocked` of the set members ``_set_vms[pos]`` (None: all), in one pass."""
+        starts, total = self._p_start, len(self._p_vm)
+        if pos is None:
+            p, seg = np.arange(total), starts
+        else:
+            if len(pos) == 0:
+                return np.zeros((0, self._num_hosts), dtype=bool)
+            lens = np.r_[starts[1:], total][pos] - starts[pos]
+            seg = np.r_[0, np.cumsum(lens)[:-1]]
+            p = np.repeat(starts[pos] - seg, lens) + np.arange(int(lens.sum()))
+        own = self.vm_host[self._p_vm[p]]
+        sets, rack = self._p_set[p], self._p_rack[p]
+        rows = np.empty((len(p), self._num_hosts), dtype=bool)
+        i = np.flatnonzero(~rack)
+        if len(i):
+            occ = self._occ_h[:, sets[i]].T
+            occ[np.arange(len(i)), own[i]] -= 1  # the VM itself blocks nothing
+            rows[i] = occ > 0
+        i = np.flatnonzero(rack)
+        if len(i):
+            occ = self._occ_r[:, sets[i]].T
+            occ[np.arange(len(i)), self._rack_code[own[i]]] -= 1
+            rows[i] = (occ > 0)[:, self._rack_code]
+        return np.logical_or.reduceat(rows, seg, axis=0) if self._multi else rows
 
     def feasible_destinations_all(self) -> np.ndarray:
         """Feasible destinations of every VM at once.
@@ -279,9 +432,8 @@ class Cluster:
         mask = self._shape_masks()[self.vm_shape]
         mask[np.arange(self.num_vms), self.vm_host] = False
         mask[~self.vm_allow_migration] = False
-        for vm in self._vm_sets:
-            if self.vm_allow_migration[vm]:
-                mask[vm, self._anti_affinity_blocked(vm)] = False
+        if self._has_sets:
+            mask[self._set_vms] &= ~self._blocked_rows()[:, :, None]
         return mask
 
     def _compute_shape_masks(self, hosts: np.ndarray | slice = slice(None)) -> np.ndarray:
@@ -308,6 +460,8 @@ class Cluster:
             self._shape_dirty.clear()
             self._shape_fit_flat = _flat_view(self._shape_fit)
             self._shape_any_flat = _flat_view(self._shape_any)
+            if self._has_sets:
+                self._build_set_fit()
         elif self._shape_dirty:
             self._refresh_shape_hosts(self._shape_dirty)
             self._shape_dirty.clear()
@@ -321,9 +475,12 @@ class Cluster:
         free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
         fit, any_fit, count = self._shape_fit_flat, self._shape_any_flat, self._shape_count
         num_hosts = self._num_hosts
+        track = self._nbf is not None  # the per-set fit counts follow every change of "shape fits host"
         for h in hosts:
             c0, c1, m0, m1 = free_cpu[2 * h], free_cpu[2 * h + 1], free_mem[2 * h], free_mem[2 * h + 1]
             active = self._active_l[h]
+            changed: list[int] = []
+            delta: list[int] = []
             for k, (need_c0, need_c1, need_m0, need_m1, split) in enumerate(self._shape_t):
                 if not active:
                     a0 = a1 = False
@@ -337,6 +494,25 @@ class Cluster:
                 if now != any_fit[cell]:
                     any_fit[cell] = now
                     count[k] += 1 if now else -1
+                    if track:
+                        changed.append(k)
+                        delta.append(1 if now else -1)
+            if changed:
+                self._set_fit_changed(h, changed, delta)
+
+    def _set_fit_changed(self, host: int, shapes: list[int], delta: list[int]) -> None:
+        """Host ``host`` started (+1) or stopped (-1) fitting some shapes: update the counts of the sets there."""
+        # Scalar updates: a few shapes x the few sets on one host beat numpy's fancy-index overhead.
+        r, num_racks, num_shapes = self._rack_code_l[host], self._num_racks, self._num_shapes
+        changes = list(zip(shapes, delta))
+        rack_fit, counts = self._rack_fit_flat, self._nbf_flat
+        for k, d in changes:
+            rack_fit[k * num_racks + r] += d
+        for occ_row, first in ((self._occ_h[host], 0), (self._occ_r[r], self._num_host_sets)):
+            for s in occ_row.nonzero()[0].tolist():
+                base = (first + s) * num_shapes
+                for k, d in changes:
+                    counts[base + k] += d
 
     def movable_vms(self) -> np.ndarray:
         """(V,) bool: which VMs have at least one feasible destination now."""
@@ -346,9 +522,71 @@ class Cluster:
         movable = self._shape_count.take(self.vm_shape) > own
         if not self._all_allowed:
             movable &= self.vm_allow_migration
-        for vm in self._vm_sets:
-            if movable[vm]:
-                movable[vm] = bool(self.feasible_destinations(vm).any())
+        if self._has_sets:
+            # Sets only take hosts away: the shape answer is an upper bound for their members.
+            if self._multi:
+                movable[self._set_vms] &= self._set_vms_movable()
+            else:
+                movable &= self._set_verdicts()
+        return movable
+
+    def _set_verdicts(self) -> np.ndarray:
+        """(V,) bool when no VM is in two sets: no set of the VM closes every host that fits it.
+
+        The per-membership count of :meth:`_set_vms_movable`, read per (set, shape).
+        """
+        size = self._nbf.size
+        table = np.empty(size + 1, dtype=bool)
+        np.greater(self._shape_count[None, :], self._nbf, out=table[:size].reshape(self._nbf.shape))
+        table[size] = True
+        verdict = table.take(self._vm_set_cell)
+        # A rack-set member also has the other hosts of its own rack when alone there: only a
+        # lower bound's "no" needs that second look.
+        if len(self._rp) and not table.take(self._rp_sk).all():
+            verdict[self._rp_vm] = self._rack_avail() > 0
+        return verdict
+
+    def _rack_avail(self) -> np.ndarray:
+        """Per rack-set membership: fitting hosts open to the VM as far as that set is concerned.
+
+        Those outside the set's racks, plus, when the VM is alone in its rack, the other fitting
+        hosts of that rack (``back``).
+        """
+        own = self.vm_host.take(self._rp_vm)
+        own_rack = self._rack_code.take(own)
+        back = (self._rack_fit.reshape(-1).take(self._rp_kr + own_rack)
+                - self._shape_any.reshape(-1).take(self._rp_kh + own))
+        if self._rack_crowded:  # else every member is alone in its rack
+            back *= self._occ_r.reshape(-1).take(own_rack * self._num_rack_sets + self._rp_set) == 1
+        return (self._shape_count[None, :] - self._nbf).reshape(-1).take(self._rp_sk) + back
+
+    def _set_vms_movable(self) -> np.ndarray:
+        """(n,) bool per VM of ``_set_vms``: some fitting host other than its own is open to all its sets.
+
+        Per membership (VM ``v`` of shape ``k`` in set ``s``): the hosts fitting ``k`` minus the
+        fitting hosts ``s`` occupies (``v``'s own host is one, so it is excluded too); a rack set
+        occupies whole racks, and when ``v`` is alone in its rack that rack is open again, bar
+        ``v``'s own host. That count is exact for a VM in one set; for a VM in several, the smallest
+        count and the count minus every set's exclusions bound the truth, and the rare VM the
+        bounds leave open is checked host by host (:meth:`_blocked_rows`).
+        """
+        count = self._shape_count
+        avail = np.empty(len(self._p_vm), dtype=np.int64)
+        if len(self._hp):
+            avail[self._hp] = (count[None, :] - self._nbf).reshape(-1).take(self._hp_sk)
+        if len(self._rp):
+            avail[self._rp] = self._rack_avail()
+        if not self._multi:
+            return avail > 0
+        least = np.minimum.reduceat(avail, self._p_start)
+        excluded = np.add.reduceat(count.take(self._p_shape) - avail, self._p_start)
+        movable = least > 0
+        unsure = np.flatnonzero(movable & (count.take(self._set_shape) - excluded <= 0))
+        if len(unsure):
+            vms = self._set_vms[unsure]
+            open_ = self._shape_any[self.vm_shape[vms]] & ~self._blocked_rows(unsure)
+            open_[np.arange(len(vms)), self.vm_host[vms]] = False
+            movable[unsure] = open_.any(axis=1)
         return movable
 
     def check_migration(self, vm: int, host: int, placement: int) -> str | None:
@@ -374,9 +612,32 @@ class Cluster:
             node = part ^ placement
             if cpu[part] > free_cpu[base + node] or mem[part] > free_mem[base + node]:
                 return self._capacity_reason(vm, host, node, cpu[part], mem[part])
-        if vm in self._vm_sets and self._anti_affinity_blocked(vm)[host]:
-            return (f"anti-affinity: another member of VM {self.vm_ids[vm]}'s deployment set is on host "
-                    f"{self.host_ids[host]}'s {self._vm_sets[vm][0].granularity}")
+        memb = self._vm_memb.get(vm)
+        if memb is not None:
+            return self._anti_affinity_reason(vm, host, memb)
+        return None
+
+    def _anti_affinity_reason(self, vm: int, host: int, memb: tuple[tuple[bool, int], ...]) -> str | None:
+        """Which of VM ``vm``'s sets forbids ``host`` (not its own host) and through which member; None if none does."""
+        own = self.vm_host.item(vm)
+        for rack, s in memb:
+            if rack:
+                r = self._rack_code_l[host]
+                taken = self._occ_r.item(r, s) - (r == self._rack_code_l[own])
+            else:
+                taken = self._occ_h.item(host, s)
+            if taken <= 0:
+                continue
+            # Refusal path only: find the member in the way, for the message.
+            members = self._set_members[rack][s]
+            where = self.vm_host[members]
+            hit = (self._rack_code[where] == r) if rack else (where == host)
+            other = int(members[hit & (members != vm)][0])
+            at = f"host {self.host_ids[self.vm_host.item(other)]}"
+            if rack:
+                at += f", in the rack of host {self.host_ids[host]} (rack {self.host_rack.item(host)})"
+            return (f"anti-affinity: deployment set {self._set_index[(rack, s)]} ({'rack' if rack else 'host'} "
+                    f"granularity) of VM {self.vm_ids[vm]} already has VM {self.vm_ids[other]} on {at}")
         return None
 
     def _capacity_reason(self, vm: int, host: int, node: int, cpu: int, mem: float) -> str:
@@ -449,6 +710,37 @@ class Cluster:
         self._fit_dirty.add(dst)
         self._shape_dirty.add(src)
         self._shape_dirty.add(dst)
+        memb = self._vm_memb.get(vm)
+        if memb is not None:
+            self._move_in_sets(memb, src, dst)
+
+    def _move_in_sets(self, memb: tuple[tuple[bool, int], ...], src: int, dst: int) -> None:
+        """Move one VM's presence in its sets' occupancy, and the per-set fit counts when they are built.
+
+        A set's count of fitting hosts changes only when a host (rack) becomes or stops being
+        occupied; it is kept against the cached fit, which :meth:`_set_fit_changed` brings up to date.
+        """
+        built = self._nbf is not None
+        for rack, s in memb:
+            if rack:
+                a, b = self._rack_code_l[src], self._rack_code_l[dst]
+                if a == b:
+                    continue
+                occ, n = self._occ_r_flat, self._num_rack_sets
+            else:
+                a, b = src, dst
+                occ, n = self._occ_h_flat, self._num_host_sets
+            i, j = a * n + s, b * n + s
+            occ[i] -= 1
+            occ[j] += 1
+            if rack:
+                self._rack_crowded += (occ[j] == 2) - (occ[i] == 1)
+            if built and (occ[i] == 0 or occ[j] == 1):
+                fit, counts = (self._rack_fit, self._nbf_r) if rack else (self._shape_any, self._nbf_h)
+                if occ[i] == 0:
+                    counts[s] -= fit[:, a]
+                if occ[j] == 1:
+                    counts[s] += fit[:, b]
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -534,9 +826,19 @@ class Cluster:
     # ------------------------------------------------------------------ copies
     def copy(self) -> "Cluster":
         """An independent copy (placements, free capacity, metrics and history)."""
-        new = _copy.copy(self)
-        for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_counts"):
+        # Fill the mask caches here first: a template copied per episode then builds them once,
+        # and every copy starts with them (a copy of small arrays) instead of rebuilding them.
+        self._shape_masks()
+        # A shallow copy of the attributes (static arrays and lookups stay shared), without
+        # copy.copy's trip through __getstate__/__setstate__: the views are rebuilt once, below.
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_counts", "_occ_h", "_occ_r"):
             setattr(new, name, getattr(self, name).copy())
+        for name in ("_rack_fit", "_nbf"):
+            if getattr(self, name) is not None:
+                setattr(new, name, getattr(self, name).copy())
+        new._set_set_views()
         new._set_flat_views()
         new.history = list(self.history)
         new._frag_sums = dict(self._frag_sums)
@@ -549,16 +851,23 @@ class Cluster:
             new._shape_any_flat = _flat_view(new._shape_any)
         return new
 
-    # Pickling (training checkpoints hold envs mid-episode): memoryviews don't pickle, so the flat
-    # views are dropped and rebuilt over the unpickled arrays.
-    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_shape_fit_flat", "_shape_any_flat")
+    # Pickling (training checkpoints hold envs mid-episode): memoryviews don't pickle, and views
+    # of _nbf would unpickle as separate copies, so they are dropped and rebuilt over the unpickled arrays.
+    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_shape_fit_flat", "_shape_any_flat",
+                   "_occ_h_flat", "_occ_r_flat", "_rack_fit_flat", "_nbf_flat", "_nbf_h", "_nbf_r")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._FLAT_VIEWS}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "_vm_memb" not in state:  # pickled before the sets kept their occupancy
+            self.__dict__.pop("_vm_sets", None)
+            self._build_sets()
+            if self._shape_fit is not None and self._has_sets:
+                self._build_set_fit()
         self._set_flat_views()
+        self._set_set_views()
         if self._shape_fit is not None:
             self._shape_fit_flat = _flat_view(self._shape_fit)
             self._shape_any_flat = _flat_view(self._shape_any)

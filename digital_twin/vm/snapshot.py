@@ -6,12 +6,19 @@ NUMA usage, anti-affinity ``deployment_set``s), ``vm_type_list[]`` and ``general
 
 Checks. Malformed input raises :class:`SnapshotError` naming the file, the JSON path (e.g.
 ``cluster_list[0].vm_instance[17].numa[0].cpu``) and the reason: missing field, wrong type, VM on an
-unknown host, duplicate ids, unknown instance type, a NUMA node over capacity. The stored free
+unknown host, duplicate ids, unknown instance type, a NUMA node over capacity, a file that cannot
+be read (missing, a directory, not UTF-8, not JSON, nested too deeply), no cluster or a cluster
+without hosts, and numbers the twin's fixed-width arithmetic cannot hold: integers beyond
+:data:`MAX_INT` and numbers beyond :data:`MAX_NUMBER` in magnitude (so that no sum over a
+cluster can overflow), non-finite numbers. Whatever a file holds, :func:`load_snapshot` raises
+no other exception (the tests fuzz it with mutations of a real snapshot). The stored free
 CPU/memory of each NUMA node is compared with what the placed VMs leave free; disagreements go in a
 :class:`ConsistencyReport` and a :class:`SnapshotConsistencyWarning` (the real files disagree on
 memory for 10-14% of NUMA nodes), or raise in ``strict`` mode. The twin uses the recomputed values.
 
 Saving writes the same schema; an unchanged snapshot saves to a document equal to the one loaded.
+Deployment sets added, changed or removed since loading (see :mod:`digital_twin.vm.deployment_sets`)
+are written from the clusters.
 """
 
 from __future__ import annotations
@@ -28,6 +35,18 @@ from digital_twin.vm.cluster import Cluster, DeploymentSet, VMType, fleet_fragme
 from digital_twin.vm.metrics import FRAGMENT_SIZES
 
 _ANTI_AFFINITY_GRANULARITIES = ("host", "rack")
+
+MAX_INT = 2**31 - 1
+"""Largest integer field accepted (vCPU, NUMA node, counts): sums of 2**32 of them fit int64."""
+
+MAX_NUMBER = 2.0**53
+"""Largest magnitude of a number field (memory MB, free values): integers up to it are exact in float64."""
+
+MAX_ID_BITS = 128
+"""Largest integer id (host, VM, rack, cluster) in bits: ids are compared as text, and text of a huge int costs."""
+
+MIN_REQUEST_MEM_MB = 1.0
+"""Smallest ``request_mem_mb`` of a VM type: new-VM counts (free memory / request) stay within int64."""
 
 
 class SnapshotError(ValueError):
@@ -191,10 +210,31 @@ class _Reader:
         if not ok:
             expected = {"int": "an integer", "number": "a number", "flag": "a boolean or 0/1",
                         "str": "a string", "list": "a list", "dict": "an object", "scalar": "a string or number"}[kind]
-            raise self.fail(path, f"expected {expected}, got {json.dumps(value)[:60]}")
-        if kind == "number" and not np.isfinite(value):
-            raise self.fail(path, f"expected a finite number, got {value}")
+            raise self.fail(path, f"expected {expected}, got {_excerpt(value)}")
+        if kind == "scalar" and isinstance(value, int) and value.bit_length() > MAX_ID_BITS:
+            raise self.fail(path, f"integer {_excerpt(value)} too large for an id (at most {MAX_ID_BITS} bits)")
+        if kind == "int":
+            if abs(value) > MAX_INT:
+                raise self.fail(path, f"integer {_excerpt(value)} out of range (at most {MAX_INT} in magnitude)")
+            return int(value)  # 2.0 is read as 2: it indexes arrays (NUMA node) and counts
+        if kind == "number":
+            if isinstance(value, float) and not np.isfinite(value):  # Python's json reads NaN and Infinity
+                raise self.fail(path, f"expected a finite number, got {value}")
+            if abs(value) > MAX_NUMBER:  # exact for ints of any size (no float() overflow)
+                raise self.fail(path, f"number {_excerpt(value)} out of range (at most {MAX_NUMBER:.0f} in magnitude)")
         return value
+
+
+def _excerpt(value: Any, limit: int = 60) -> str:
+    """A short JSON rendering of a value for a message (huge ints are not rendered in full)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        # str() of an int beyond 4,300 digits raises; the bit length gives the size for free.
+        return f"{'-' if value < 0 else ''}<integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):  # not JSON: an in-memory document can hold anything
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_snapshot(path: str | Path, strict: bool = False) -> Snapshot:
@@ -214,10 +254,22 @@ def load_snapshot(path: str | Path, strict: bool = False) -> Snapshot:
     """
     file = str(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:  # missing, a directory, unreadable
+        raise SnapshotError(file, "$", f"cannot read the file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SnapshotError(file, f"byte {e.start}", f"not UTF-8 text ({e.reason})") from None
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise SnapshotError(file, f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise SnapshotError(file, "$", "invalid JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer literal beyond Python's digit limit
+        raise SnapshotError(file, "$", f"invalid JSON: {e}") from None
     return snapshot_from_document(doc, file=file, strict=strict)
 
 
@@ -232,7 +284,10 @@ def snapshot_from_document(doc: Any, file: str = "<document>", strict: bool = Fa
     clusters = []
     seen_hosts: dict[str, str] = {}
     seen_vms: dict[str, str] = {}
-    for ci, cdoc in enumerate(r.get(doc, "cluster_list", "", "list")):
+    cluster_docs = r.get(doc, "cluster_list", "", "list")
+    if not cluster_docs:
+        raise r.fail("cluster_list", "no cluster: a snapshot needs at least one")
+    for ci, cdoc in enumerate(cluster_docs):
         clusters.append(
             _read_cluster(r, cdoc, f"cluster_list[{ci}]", vm_types, type_index, report, seen_hosts, seen_vms)
         )
@@ -259,8 +314,8 @@ def _read_vm_types(r: _Reader, items: list) -> tuple[list[VMType], dict[str, int
         numa = r.get(t, "numa", p, "int")
         if cpu <= 0:
             raise r.fail(f"{p}.request_cpu", f"must be positive, got {cpu}")
-        if mem <= 0:
-            raise r.fail(f"{p}.request_mem_mb", f"must be positive, got {mem}")
+        if mem < MIN_REQUEST_MEM_MB:
+            raise r.fail(f"{p}.request_mem_mb", f"must be at least {MIN_REQUEST_MEM_MB:g} MB, got {mem}")
         if numa not in (1, 2):
             raise r.fail(f"{p}.numa", f"must be 1 or 2 (NUMA nodes spanned), got {numa}")
         expected = r.get(t, "expected_newly_created_num", p, "int", optional=True)
@@ -272,10 +327,14 @@ def _read_vm_types(r: _Reader, items: list) -> tuple[list[VMType], dict[str, int
 
 def _read_requirement(r: _Reader, g: dict) -> GeneralRequirement:
     p = "general_requirement"
+    limit = r.get(g, "maximum_migration", p, "int", optional=True)
+    if limit is not None and limit < 1:
+        # The budget of every planner and of the env (which divides by it): none left is no task.
+        raise r.fail(f"{p}.maximum_migration", f"must be at least 1, got {limit}")
     return GeneralRequirement(
         optimization_objective=r.get(g, "optimization_objective", p, "int", optional=True),
         maximum_migration_each_batch=r.get(g, "maximum_migration_each_batch", p, "int", optional=True),
-        maximum_migration=r.get(g, "maximum_migration", p, "int", optional=True),
+        maximum_migration=limit,
         maximum_time=r.get(g, "maximum_time", p, "number", optional=True),
         available_zone=r.get(g, "available_zone", p, "scalar", optional=True),
     )
@@ -292,6 +351,8 @@ def _read_cluster(
 ) -> Cluster:
     name = r.get(c, "cluster_name", p, "scalar")
     hosts = r.get(c, "host_info", p, "list")
+    if not hosts:
+        raise r.fail(f"{p}.host_info", "no host: a cluster needs at least one")
     num_hosts = len(hosts)
     host_ids: list[str] = []
     status: list[str] = []
@@ -329,6 +390,9 @@ def _read_cluster(
             nodes_seen.add(node)
             cpu_total[h, node] = r.get(ndoc, "total_cpu", np_, "int")
             mem_total[h, node] = r.get(ndoc, "memory_huge_total_mb", np_, "number")
+            for key, total in (("total_cpu", cpu_total[h, node]), ("memory_huge_total_mb", mem_total[h, node])):
+                if total < 0:
+                    raise r.fail(f"{np_}.{key}", f"must be >= 0, got {ndoc[key]}")
             stored_cpu[h, node] = r.get(ndoc, "free_cpu", np_, "number")
             stored_mem[h, node] = r.get(ndoc, "memory_huge_free_mb", np_, "number")
             numa_extra.append({k: v for k, v in ndoc.items() if k not in _HOST_NUMA_KEYS})
@@ -429,12 +493,12 @@ def _read_cluster(
                 raise r.fail(f"{dp}.granularity", f"unsupported granularity {gran!r} (supported: {', '.join(_ANTI_AFFINITY_GRANULARITIES)})")
             members = []
             for m, vid in enumerate(r.get(ds, "data", dp, "list")):
-                if str(vid) not in vm_index:
+                if str(r.check(vid, f"{dp}.data[{m}]", "scalar")) not in vm_index:
                     raise r.fail(f"{dp}.data[{m}]", f"unknown instance id {vid!r} (not in this cluster's vm_instance)")
                 members.append(vm_index[str(vid)])
             members_arr = np.array(sorted(set(members)), dtype=np.int64)
             dsets.append(DeploymentSet(gran, members_arr))
-    if all(isinstance(x, int) for x in rack_raw):
+    if all(isinstance(x, int) and abs(x) < 2**63 for x in rack_raw):
         host_rack = np.array(rack_raw, dtype=np.int64)
     else:  # string (or missing) rack ids: code them in order of appearance
         rack_codes = {v: i for i, v in enumerate(dict.fromkeys(map(str, rack_raw)))}
@@ -462,9 +526,15 @@ def _read_cluster(
         "vm_raw": vm_raw,
         "vm_type_info": c.get("vm_type_info"),
         "other_requirement": other,
+        "deployment_sets_loaded": _set_signature(cluster),
         "extra": {k: v for k, v in c.items() if k not in ("cluster_name", "host_info", "vm_type_info", "vm_instance", "other_requirement")},
     }
     return cluster
+
+
+def _set_signature(cluster: Cluster) -> list[tuple[str, list[int]]]:
+    """The cluster's deployment sets as plain data, to tell whether they changed since loading."""
+    return [(d.granularity, np.unique(d.members).tolist()) for d in cluster.deployment_sets]
 
 
 def _numa_pos(host_raw: dict[str, Any], node: int) -> int:
@@ -602,11 +672,12 @@ def _cluster_to_document(cluster: Cluster, free_values: str) -> dict[str, Any]:
             vm |= raw["extra"]
         vms.append(_reorder(vm, raw["key_order"] if raw else None))
 
-    if "other_requirement" in meta:
-        other = meta["other_requirement"]
-    else:
-        other = {"deployment_set": [
-            {"granularity": d.granularity, "data": [cluster.vm_ids[m] for m in d.members.tolist()]}
+    other = meta.get("other_requirement")
+    if "other_requirement" not in meta or meta.get("deployment_sets_loaded") != _set_signature(cluster):
+        # Sets built in memory, or changed since loading (added, stripped): write them from the
+        # cluster, keeping whatever else the file's other_requirement held.
+        other = dict(other or {}) | {"deployment_set": [
+            {"granularity": d.granularity, "data": [cluster.vm_ids[m] for m in np.unique(d.members).tolist()]}
             for d in cluster.deployment_sets
         ]}
     type_info = meta.get("vm_type_info")

@@ -142,3 +142,65 @@ def test_split_vm_moves_keep_their_split(real_cluster):
     before = real_cluster.free_cpu[host].copy()
     real_cluster.migrate(vm, host, 0)
     np.testing.assert_array_equal(real_cluster.free_cpu[host], before - cpu)
+
+
+def test_rack_anti_affinity_refusal_names_set_member_and_rack():
+    from digital_twin.vm import DeploymentSet, make_cluster
+    from tests.vm.conftest import TYPES
+
+    # Hosts a, b share rack 7; c is rack 9. x (on a) and y (on c) form a rack set: x may not go to c's
+    # rack; b, its own rack, is open because x is alone there.
+    c = make_cluster(
+        "racks", TYPES, ["a", "b", "c"], np.full((3, 2), 44), np.full((3, 2), 184388.0),
+        ["x", "y"], np.array([1, 1]), np.array([0, 2]), np.array([[4, 0], [4, 0]]),
+        np.array([[8192.0, 0], [8192.0, 0]]),
+        host_rack=np.array([7, 7, 9]), deployment_sets=[DeploymentSet("rack", np.array([0, 1]))],
+    )
+    assert c.feasible_destinations(0).tolist() == [[False, False], [True, True], [False, False]]
+    c.copy().migrate(0, 1, 0)
+    before = state_arrays(c)
+    expected = (r"deployment set 0 \(rack granularity\) of VM x already has VM y on host c, "
+                r"in the rack of host c \(rack 9\)")
+    with pytest.raises(InfeasibleMigrationError, match=expected):
+        c.migrate(0, 2, 0)
+    assert_same_state(before, state_arrays(c))
+
+
+def test_bad_deployment_sets_are_refused_at_construction():
+    from digital_twin.vm import DeploymentSet, make_cluster
+    from tests.vm.conftest import TYPES
+
+    def build(dset):
+        return make_cluster("bad", TYPES, ["a"], np.full((1, 2), 44), np.full((1, 2), 184388.0), ["x"], np.array([1]),
+                            np.array([0]), np.array([[4, 0]]), np.array([[8192.0, 0]]), deployment_sets=[dset])
+    with pytest.raises(ValueError, match="granularity must be 'host' or 'rack', got 'zone'"):
+        build(DeploymentSet("zone", np.array([0])))
+    with pytest.raises(ValueError, match="member index 3 is not a VM of the cluster"):
+        build(DeploymentSet("host", np.array([0, 3])))
+
+
+def test_checkpoints_pickled_before_set_occupancy_still_load():
+    """A cluster pickled by the previous version (its sets as a per-VM dict) rebuilds its set state on load."""
+    import dataclasses
+    import pickle
+
+    from digital_twin.vm import DeploymentSet
+
+    base = snapshot_from_document(tiny_document()).clusters[0]
+    c = dataclasses.replace(base, deployment_sets=base.deployment_sets + [DeploymentSet("rack", np.array([1, 2]))])
+    expected = c.feasible_destinations_all()
+    c.movable_vms()
+    state = c.__getstate__()
+    new_keys = {"_rack_code", "_rack_code_l", "_set_index", "_set_members", "_vm_memb", "_has_sets", "_set_vms",
+                "_p_vm", "_p_rack", "_p_set", "_p_start", "_multi", "_hp", "_rp", "_num_shapes", "_num_racks",
+                "_num_host_sets", "_num_rack_sets", "_hp_sk", "_rp_sk", "_rp_vm", "_rp_set", "_rp_kh", "_rp_kr",
+                "_p_shape", "_set_shape", "_occ_h", "_occ_r", "_rack_crowded", "_vm_set_cell", "_rack_fit", "_nbf"}
+    assert new_keys - {"_vm_set_cell"} <= set(state)  # that one exists only when no VM is in two sets
+    old = {k: v for k, v in state.items() if k not in new_keys}
+    old["_vm_sets"] = {m: [d for d in c.deployment_sets if m in d.members] for m in range(c.num_vms)}
+    restored = pickle.loads(pickle.dumps(c))  # the current format
+    legacy = object.__new__(type(c))
+    legacy.__setstate__(old)
+    for twin in (restored, legacy):
+        np.testing.assert_array_equal(twin.feasible_destinations_all(), expected)
+        np.testing.assert_array_equal(twin.movable_vms(), expected.any(axis=(1, 2)))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from digital_twin.vm import (
     Snapshot,
@@ -197,6 +202,27 @@ MALFORMED = [
     ("bad granularity", [("cluster_list/0/other_requirement/deployment_set/0/granularity", "zone")],
      "cluster_list[0].other_requirement.deployment_set[0].granularity", "unsupported granularity 'zone'"),
     ("bad type numa", [("vm_type_list/0/numa", 3)], "vm_type_list[0].numa", "must be 1 or 2"),
+    # Issue #12: numbers beyond what fixed-width arithmetic holds, and degenerate snapshots.
+    ("huge total_cpu", [("cluster_list/0/host_info/0/numa/0/total_cpu", 1e300)],
+     "cluster_list[0].host_info[0].numa[0].total_cpu", "out of range"),
+    ("huge vm cpu", [("cluster_list/0/vm_instance/0/numa/0/cpu", 2**63)],
+     "cluster_list[0].vm_instance[0].numa[0].cpu", "out of range"),
+    ("huge free_cpu", [("cluster_list/0/host_info/1/numa/1/free_cpu", 10**400)],
+     "cluster_list[0].host_info[1].numa[1].free_cpu", "out of range"),
+    ("huge memory", [("cluster_list/0/host_info/2/numa/0/memory_huge_total_mb", 1e308)],
+     "cluster_list[0].host_info[2].numa[0].memory_huge_total_mb", "out of range"),
+    ("nan free memory", [("cluster_list/0/host_info/0/numa/1/memory_huge_free_mb", float("nan"))],
+     "cluster_list[0].host_info[0].numa[1].memory_huge_free_mb", "finite"),
+    ("negative total", [("cluster_list/0/host_info/2/numa/1/total_cpu", -4)],
+     "cluster_list[0].host_info[2].numa[1].total_cpu", "must be >= 0"),
+    ("empty cluster_list", [("cluster_list", [])], "cluster_list", "no cluster"),
+    ("cluster without hosts", [("cluster_list/0/host_info", [])], "cluster_list[0].host_info", "no host"),
+    ("tiny request memory", [("vm_type_list/1/request_mem_mb", 1e-300)],
+     "vm_type_list[1].request_mem_mb", "at least 1 MB"),
+    ("zero budget", [("general_requirement/maximum_migration", 0)],
+     "general_requirement.maximum_migration", "at least 1"),
+    ("set member not an id", [("cluster_list/0/other_requirement/deployment_set/0/data/0", ["vm_0"])],
+     "cluster_list[0].other_requirement.deployment_set[0].data[0]", "expected a string or number"),
 ]
 
 
@@ -231,3 +257,205 @@ def test_allow_migration_accepts_0_and_1_and_writes_them_back(tiny_doc):
     assert not snap.clusters[0].vm_allow_migration[0]
     assert snapshot_to_document(snap)["cluster_list"][0]["vm_instance"][0]["allow_migration"] == 0
     assert json.dumps(snapshot_to_document(snap)) == json.dumps(tiny_doc)
+
+
+# ---------------------------------------------------------------------- unreadable files
+@pytest.mark.parametrize("content, json_path, reason", [
+    (b'{"cluster_list": [\xff\xfe]}', "byte 18", "not UTF-8"),
+    (b"[" * 200_000, "$", "nested too deeply"),
+    (b'{"x": ' + b"7" * 5000 + b"}", "$", "invalid JSON"),  # beyond Python's integer digit limit
+], ids=["not utf-8", "deep nesting", "huge integer literal"])
+def test_unreadable_content_names_file_and_reason(tmp_path, content, json_path, reason):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(SnapshotError) as err:
+        load_snapshot(path)
+    assert err.value.file == str(path) and err.value.path == json_path
+    assert reason in err.value.reason
+
+
+def test_missing_file_and_directory_are_snapshot_errors(tmp_path):
+    for path, reason in ((tmp_path / "nowhere.json", "No such file"), (tmp_path, "directory")):
+        with pytest.raises(SnapshotError, match=reason) as err:
+            load_snapshot(path)
+        assert err.value.file == str(path) and err.value.path == "$"
+
+
+def test_rack_ids_beyond_int64_are_coded_not_overflowed(tiny_doc):
+    hosts = tiny_doc["cluster_list"][0]["host_info"]
+    for host, rack in zip(hosts, (10**30, 5, 10**30)):
+        host["rack_id"] = rack
+    snap = snapshot_from_document(tiny_doc)
+    c = snap.clusters[0]
+    assert c.host_rack[0] == c.host_rack[2] != c.host_rack[1]
+    assert snapshot_to_document(snap) == tiny_doc  # written back as read
+
+
+def test_sets_changed_after_loading_are_written(tiny_doc):
+    from digital_twin.vm.deployment_sets import strip_deployment_sets
+
+    snap = snapshot_from_document(tiny_doc)
+    stripped = snapshot_to_document(strip_deployment_sets(snap))
+    assert stripped["cluster_list"][0]["other_requirement"] == {"deployment_set": []}
+    # Unchanged sets are written back exactly as the file had them.
+    written = snapshot_to_document(snap)["cluster_list"][0]["other_requirement"]
+    assert written == tiny_doc["cluster_list"][0]["other_requirement"]
+
+
+# ---------------------------------------------------------------------- fuzzing a real snapshot
+def _real_base() -> dict:
+    """The real clear2 file, cut to stay fast: cluster 1's first 40 hosts and their VMs, all of cluster 2,
+    plus two satisfied deployment sets (the file has none), so that every part of the schema is in play."""
+    doc = json.loads(SMALL_REAL.read_text())
+    first = doc["cluster_list"][0]
+    first["host_info"] = first["host_info"][:40]
+    kept = {h["node_id"] for h in first["host_info"]}
+    first["vm_instance"] = [v for v in first["vm_instance"] if v["host_id"] in kept]
+    by_host = {}
+    for vm in first["vm_instance"]:
+        by_host.setdefault(vm["host_id"], vm["instance_id"])
+    rack_of = {h["node_id"]: h["rack_id"] for h in first["host_info"]}
+    by_rack = {}
+    for host, vm in by_host.items():
+        by_rack.setdefault(rack_of[host], vm)
+    first["other_requirement"]["deployment_set"] = [
+        {"granularity": "host", "data": list(by_host.values())[:6]},
+        {"granularity": "rack", "data": list(by_rack.values())[:4]},
+    ]
+    return doc
+
+
+REAL_BASE = _real_base()
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+REAL_PATHS = [p for p in _paths(REAL_BASE) if p]
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(),
+    st.sampled_from([0, 1, -1, 2, 44, 2**31, 2**63, -(2**63) - 1, 10**400, 10**30]),
+    st.integers(-10, 10**6),
+    st.sampled_from([0.0, -0.0, 0.5, 1e-300, 1e300, 1e308, float("inf"), float("-inf"), float("nan")]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "ACTIVE", "host", "rack", "zone", "pm_0", "vm_0", "pm_1", "xxx.xxx.2xlarge"]),
+    st.text(max_size=5),
+)
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.sampled_from(["node", "cpu", "mem_mb", "node_id", "data", "x"]), inner, max_size=3), max_leaves=6)
+
+
+@st.composite
+def mutated_real_documents(draw):
+    """The real base document with 1-4 random edits: replace, delete, duplicate or copy a value, or scale a number."""
+    doc = copy.deepcopy(REAL_BASE)
+    for _ in range(draw(st.integers(1, 4))):
+        path = draw(st.sampled_from(REAL_PATHS))
+        parent = doc
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            current = parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit removed or replaced it
+        # Weighted towards edits that keep the document well-typed, so that a good share still loads.
+        kind = draw(st.sampled_from(
+            ["replace"] * 2 + ["delete", "duplicate", "copy"] + ["sibling"] * 3 + ["scale"] * 2))
+        lists = [i for i, key in enumerate(path) if isinstance(key, int)]
+        if kind == "sibling" and lists:
+            # The same field of another element of one of the lists on the path (another VM's host_id,
+            # another host's free_cpu...): well-typed, and often a real conflict (capacity, duplicate id).
+            at = draw(st.sampled_from(lists))
+            container = doc
+            for key in path[:at]:
+                container = container[key]
+            source = container[draw(st.integers(0, len(container) - 1))] if len(container) else None
+            try:
+                for key in path[at + 1:]:
+                    source = source[key]
+            except (KeyError, IndexError, TypeError):
+                continue
+            parent[path[-1]] = copy.deepcopy(source)
+        elif kind == "delete":
+            del parent[path[-1]]
+        elif kind == "duplicate" and isinstance(parent, list):
+            parent.insert(path[-1], copy.deepcopy(current))
+        elif kind == "copy":  # another node's value (a real id, number or object) put here
+            source = doc
+            try:
+                for key in draw(st.sampled_from(REAL_PATHS)):
+                    source = source[key]
+            except (KeyError, IndexError, TypeError):
+                continue
+            parent[path[-1]] = copy.deepcopy(source)
+        elif kind == "scale" and isinstance(current, (int, float)) and not isinstance(current, bool):
+            parent[path[-1]] = current * draw(st.sampled_from([-1, 0, 2, 10**6, 1e300, 0.5]))
+        else:
+            parent[path[-1]] = draw(st.one_of(_SCALARS, _SCALARS, _VALUES))
+    return doc
+
+
+def _assert_loaded_snapshot_is_consistent(snap):
+    assert snap.clusters and all(c.num_hosts >= 1 for c in snap.clusters)
+    for c in snap.clusters:
+        assert c.capacity_violations() == []
+        assert c.metrics() == c.recompute_metrics()
+        assert 0.0 <= c.fragment_rate() <= 1.0
+        np.testing.assert_array_equal(c.movable_vms(), c.feasible_destinations_all().any(axis=(1, 2)))
+    # What loaded also saves, and reloads to the same state.
+    again = snapshot_from_document(json.loads(json.dumps(snapshot_to_document(snap))), file="<again>")
+    for a, b in zip(snap.clusters, again.clusters):
+        for name in ("vm_host", "vm_placement", "vm_cpu", "vm_mem", "free_cpu", "free_mem", "host_active", "host_rack"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert [(d.granularity, d.members.tolist()) for d in a.deployment_sets] == \
+            [(d.granularity, d.members.tolist()) for d in b.deployment_sets]
+
+
+def _load_or_refuse(load):
+    """Load; a SnapshotError is a valid outcome, any other exception (or a numpy warning) fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SnapshotConsistencyWarning)
+        warnings.simplefilter("error", RuntimeWarning)  # numpy overflow / invalid cast
+        try:
+            snap = load()
+        except SnapshotError as err:
+            assert err.file and err.path and err.reason
+            return
+        _assert_loaded_snapshot_is_consistent(snap)
+
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(doc=mutated_real_documents())
+def test_mutated_real_snapshot_loads_consistently_or_is_refused(doc):
+    _load_or_refuse(lambda: snapshot_from_document(doc, file="mutated.json"))
+
+
+@FUZZ
+@given(data=st.data())
+def test_corrupted_bytes_of_a_real_snapshot_load_consistently_or_are_refused(data):
+    raw = bytearray(json.dumps(REAL_BASE).encode())
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        edit = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        byte = data.draw(st.integers(0, 255))
+        if edit == "flip":
+            raw[at] = byte
+        elif edit == "insert":
+            raw.insert(at, byte)
+        else:
+            del raw[at]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corrupt.json"
+        path.write_bytes(bytes(raw))
+        _load_or_refuse(lambda: load_snapshot(path))

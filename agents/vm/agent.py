@@ -28,6 +28,11 @@ destination (over the ``2 * hosts`` NUMA-node actions of the VM's cluster), and 
 proportion to their probabilities. The most likely action always survives; ``0`` keeps every valid
 action (plain sampling), ``1`` only the most likely ones.
 
+**Best prefix** (``best_prefix=1``). The policy's own stop action is masked while any migration is
+possible, so every trajectory runs to the budget, and each candidate plan is cut after its
+lowest-FR migration (the twin's FR after every step; the earliest of equal ones). A policy that
+stops too early then keeps going, and a migration that makes FR worse at the end is dropped.
+
 **Time limit.** Checked before every env step: the deterministic decode stops early (its plan so
 far is returned), no sample starts after the deadline, and a sample cut by it still competes with
 the moves it made.
@@ -37,6 +42,7 @@ the moves it made.
     agent:PATH                                   deterministic
     agent:PATH?samples=16                        risk-seeking, 16 samples within the time limit
     agent:PATH?samples=16&vm_quantile=0.99&host_quantile=0.95
+    agent:PATH?best_prefix=1                     run to the budget, keep the lowest-FR prefix
 
 parsed by :meth:`AgentPlanner.from_spec`; the options are :class:`AgentPlanner`'s keyword
 arguments ``samples``, ``vm_quantile`` and ``host_quantile``.
@@ -56,7 +62,7 @@ from digital_twin.vm import Snapshot
 from envs.vm_rescheduling import PHASE_PICK_DESTINATION, VMReschedulingEnv
 
 MODEL_FILE = "model.zip"
-SPEC_OPTIONS = {"samples": int, "vm_quantile": float, "host_quantile": float}
+SPEC_OPTIONS = {"samples": int, "vm_quantile": float, "host_quantile": float, "best_prefix": int}
 """The options ``agent:PATH?key=value&...`` accepts, with their types."""
 _TYPE_WORDS = {int: "an integer", float: "a number"}
 
@@ -117,6 +123,7 @@ class AgentPlanner:
         samples: sampled trajectories after the deterministic one (0: deterministic only).
         vm_quantile: when picking a VM, actions below this quantile of the probabilities are dropped.
         host_quantile: the same when picking a destination.
+        best_prefix: mask the stop action and keep each plan's lowest-FR prefix (module docstring).
 
     Raises:
         FileNotFoundError: no model at ``path`` (checked before torch is imported).
@@ -124,7 +131,7 @@ class AgentPlanner:
     """
 
     def __init__(self, path: str | Path, name: str | None = None, samples: int = 0,
-                 vm_quantile: float = 0.995, host_quantile: float = 0.98):
+                 vm_quantile: float = 0.995, host_quantile: float = 0.98, best_prefix: int | bool = False):
         if samples < 0:
             raise ValueError(f"samples must be at least 0, got {samples}")
         for label, q in (("vm_quantile", vm_quantile), ("host_quantile", host_quantile)):
@@ -132,6 +139,9 @@ class AgentPlanner:
                 raise ValueError(f"{label} must be in [0, 1], got {q}")
         self.path = resolve_model_path(path)  # before importing torch: a typo fails fast
         self.samples, self.vm_quantile, self.host_quantile = int(samples), float(vm_quantile), float(host_quantile)
+        if best_prefix not in (0, 1, False, True):
+            raise ValueError(f"best_prefix must be 0 or 1, got {best_prefix}")
+        self.best_prefix = bool(best_prefix)
         from sb3_contrib import MaskablePPO
 
         try:
@@ -154,6 +164,8 @@ class AgentPlanner:
             options = f"?samples={self.samples}" if self.samples else ""
             if self.samples and (vm_quantile, host_quantile) != (0.995, 0.98):
                 options += f"&vm_quantile={vm_quantile:g}&host_quantile={host_quantile:g}"
+            if self.best_prefix:
+                options += ("&" if options else "?") + "best_prefix=1"
             name = f"agent:{label}{options}"
         self.name = name
 
@@ -230,11 +242,16 @@ class AgentPlanner:
         obs, info = env.reset(options={"snapshot": snapshot, "budget": budget})
         decoder.reset()
         moves: list[Move] = []
-        terminated = False
+        frs = [float(info["fragment_rate"])]  # FR after 0, 1, ... migrations
+        terminated, finished = False, True
         while not terminated:
             if deadline is not None and time.perf_counter() > deadline:
-                return moves, float(info["fragment_rate"]), False
+                finished = False
+                break
             mask = env.action_masks()
+            if self.best_prefix and mask.sum() > 1:
+                mask = mask.copy()
+                mask[env.stop_action] = False
             logits = decoder.logits(obs, mask)
             if rng is None:
                 action = int(np.argmax(logits))
@@ -243,7 +260,11 @@ class AgentPlanner:
             obs, _, terminated, _, info = env.step(action)
             if "migration" in info:
                 moves.append(info["migration"])
-        return moves, float(info["fragment_rate"]), True
+                frs.append(float(info["fragment_rate"]))
+        if self.best_prefix:
+            keep = int(np.argmin(frs))  # the earliest of equal minima
+            return moves[:keep], frs[keep], finished
+        return moves, float(info["fragment_rate"]), finished
 
     def _sample(self, logits: np.ndarray, mask: np.ndarray, env: VMReschedulingEnv, rng: np.random.Generator,
                 host_offset: np.ndarray, vm_cluster: np.ndarray) -> int:

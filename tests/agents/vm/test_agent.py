@@ -119,6 +119,21 @@ def test_sampling_is_never_worse_than_the_deterministic_plan(graph_model, clear2
     assert r.planner.endswith("?samples=4" if quantiles == (0.995, 0.98) else "&host_quantile=0")
 
 
+def test_best_prefix_runs_on_and_keeps_the_lowest_fr_prefix(graph_model, clear2, deterministic):
+    """Stop masked, the argmax path extends the deterministic one; cutting at its minimum can only help."""
+    from evaluation.metrics import fr_curve
+
+    r = AgentPlanner(graph_model, best_prefix=1)(clear2, BUDGET, seed=0)
+    assert r.planner.endswith("?best_prefix=1")
+    assert r.fr_after <= deterministic.fr_after + 1e-12
+    assert r.moves[: min(len(r.moves), deterministic.num_moves)] == deterministic.moves[: min(len(r.moves), deterministic.num_moves)]
+    curve = fr_curve(clear2, r.moves, len(r.moves))
+    assert r.fr_after == pytest.approx(min(curve), abs=1e-12) and curve[-1] == pytest.approx(min(curve), abs=1e-12)
+    assert all(c > r.fr_after + 1e-12 for c in curve[:-1]) or len(r.moves) == 0  # the earliest minimum
+    with pytest.raises(ValueError, match="best_prefix"):
+        AgentPlanner(graph_model, best_prefix=2)
+
+
 def test_the_time_limit_is_honoured(graph_model, clear2):
     r = AgentPlanner(graph_model, samples=100_000)(clear2, 20, time_limit_s=1.0)
     assert r.wall_s < 2.5  # one env step and the replay past the deadline

@@ -11,11 +11,16 @@ export WANDB_MODE ?= disabled
 
 install: $(STAMP)
 
-# torch first, pinned, so that nothing pulls the multi-GB CUDA build (constraints.txt pins it too).
+# Where torch comes from: empty, pip's configured index (PyPI: the CUDA build on Linux, about 2 GB
+# more); `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` for the CPU-only build.
+TORCH_INDEX ?=
+
+# torch first, pinned, from TORCH_INDEX if given, so that the rest (constraints.txt pins torch too)
+# finds it installed and pulls no other build.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 

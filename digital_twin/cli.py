@@ -9,8 +9,12 @@ something to write, so a refused run leaves no empty output folder behind.
 Pieces:
 
 * :class:`UsageError`: raise it (or one of the entry point's own ``user_errors``) for a user mistake;
+* :class:`ConfigError`: a mistake inside a config (file or mapping): a ``UsageError`` on a command
+  line, a ``ValueError`` for library callers (env factories, ``gym.make``);
+* :func:`did_you_mean`, :func:`check_keys`, :func:`unknown_key`: the one wording of an unknown name
+  or key (the allowed ones, and the closest as a suggestion), for flags and config keys alike;
 * :class:`ArgumentParser`: ``argparse`` whose own errors (unknown flag, bad choice, a type check
-  below) follow the same one-line rule;
+  below) follow the same one-line rule; :class:`HelpFormatter` shows each default once;
 * argparse types: :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`,
   :func:`non_negative_float`, :func:`fraction`, :func:`unit_interval`, :func:`existing_file`;
 * output checks: :func:`check_writable_file`, :func:`check_writable_dir`;
@@ -49,6 +53,14 @@ class UsageError(Exception):
     """A user mistake: the message is the whole explanation (one line: what, what is wrong, what is allowed)."""
 
 
+class ConfigError(UsageError, ValueError):
+    """A mistake in a config (an unknown key, a value of the wrong type or range, a missing file it names).
+
+    A ``ValueError`` too, so that library callers (``make_vm_env``, ``gym.make``, ``load_config``)
+    catch it as they catch any bad argument, while the command lines show it as one ``error:`` line.
+    """
+
+
 def one_line(message: object) -> str:
     """``message`` on one line: lines joined with ``"; "``, runs of blanks collapsed."""
     parts = [" ".join(line.split()) for line in str(message).splitlines()]
@@ -61,7 +73,58 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def unknown_key(where: str, key: object, allowed: Iterable[str], prefix: str = "", section: str | None = None
+                ) -> ConfigError:
+    """The error for an unknown config key: ``"<where>: unknown key 'a.b' (did you mean 'x'?); allowed under a: ..."``.
+
+    Args:
+        where: the file (or ``"<dict>"``, an override, ...) the key came from.
+        key: the key as written.
+        allowed: the keys allowed at that place.
+        prefix: the dotted path of the enclosing section (``"env."``), shown before the key.
+        section: how to name that section in "allowed under ..." (default: ``prefix`` without its dot).
+    """
+    allowed = sorted(str(a) for a in allowed)
+    section = prefix.rstrip(".") if section is None else section
+    return ConfigError(f"{where}: unknown key '{prefix}{key}'{did_you_mean(str(key), allowed)}; "
+                       f"allowed{' under ' + section if section else ''}: {', '.join(allowed)}")
+
+
+def check_keys(where: str, given: Any, allowed: Iterable[str], prefix: str = "", section: str | None = None) -> None:
+    """Refuse the first key of ``given`` (a mapping) not in ``allowed``, with :func:`unknown_key`'s message.
+
+    Raises:
+        ConfigError: ``given`` is not a mapping, or has a key not in ``allowed``.
+    """
+    allowed = list(allowed)
+    if not isinstance(given, dict):
+        what = f"'{prefix.rstrip('.')}'" if prefix else "the document"
+        raise ConfigError(f"{where}: {what} must be a mapping of {', '.join(sorted(map(str, allowed)))}; "
+                          f"got {type(given).__name__} {one_line(repr(given))[:60]}")
+    for key in given:
+        if key not in allowed:
+            raise unknown_key(where, key, allowed, prefix, section)
+
+
 # ---------------------------------------------------------------------- argparse
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` with each option's default shown once: appended as ``(default: X)`` unless the help
+    text already says its default, or there is none worth saying (None, False, a suppressed one).
+
+    ``ArgumentDefaultsHelpFormatter`` appends ``(default: None)`` after a help that already
+    explains its default in words; the description and epilog keep their line breaks.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default is argparse.SUPPRESS:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        # The help text is %-formatted by argparse afterwards: the default's own % must be doubled.
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one ``error: ...`` line and exit 2 (no usage block).
 
@@ -301,7 +364,8 @@ def run_cli(command: Callable[[], int | None], *, debug: bool = False,
 
 
 __all__ = [
-    "ArgumentParser", "INTERRUPTED", "USAGE_ERROR", "UsageError", "add_debug_flag", "check_writable_dir",
-    "check_writable_file", "did_you_mean", "existing_file", "fraction", "non_negative_float", "non_negative_int",
-    "one_line", "positive_float", "positive_int", "read_yaml", "run_cli", "unit_interval",
+    "ArgumentParser", "ConfigError", "HelpFormatter", "INTERRUPTED", "USAGE_ERROR", "UsageError", "add_debug_flag",
+    "check_keys", "check_writable_dir", "check_writable_file", "did_you_mean", "existing_file", "fraction",
+    "non_negative_float", "non_negative_int", "one_line", "positive_float", "positive_int", "read_yaml", "run_cli",
+    "unit_interval", "unknown_key",
 ]

@@ -5,15 +5,18 @@ A thin Gymnasium shell over the VM-rescheduling twin (:mod:`digital_twin.vm`).
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from pathlib import Path
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from digital_twin.cli import ConfigError, check_keys
 from digital_twin.vm.cluster import Cluster, fleet_fragment_rate
 from digital_twin.vm.snapshot import Snapshot
-from envs.vm_sources import REAL_SNAPSHOTS, FileSource, SnapshotSource, make_source
+from envs.vm_sources import REAL_SNAPSHOTS, FileSource, SnapshotSource, load_vm_config, make_source
 
 VM_FEATURES = ("cpu_node0", "cpu_node1", "mem_node0", "mem_node1", "spans_both_nodes", "allow_migration", "selected")
 HOST_FEATURES = ("free_cpu_node0", "free_cpu_node1", "free_mem_node0", "free_mem_node1",
@@ -83,7 +86,13 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Arguments
     * ``source``: a :class:`~envs.vm_sources.SnapshotSource` or its config mapping
       (``{kind: files, paths: [...], split: ...}`` or ``{kind: azure, split: dev, num_hosts: 236}``).
-    * ``max_hosts``, ``max_vms``: padding sizes (a larger snapshot is refused with a clear error).
+    * ``max_hosts``, ``max_vms``: padding sizes. Left out (None), they follow the data: the
+      source's :meth:`~envs.vm_sources.SnapshotSource.max_size` (exact for files, a capacity bound
+      for generated snapshots; :func:`make_vm_env` takes the largest over all of a config's
+      sources, so that its train, val and eval envs share one observation space). Given, they fix
+      the observation space (e.g. to keep a trained MLP's); a snapshot larger than that is refused
+      at reset, naming the config key and the size it needs (the graph policy is size-agnostic,
+      so a larger padding costs memory, not retraining).
     * ``budget``: migration budget MNL (default 50; the snapshot's ``maximum_migration`` if smaller).
     * ``invalid_action``: ``"raise"`` (``ValueError``, state unchanged) or ``"penalty"`` (state
       unchanged, reward ``-invalid_action_penalty``, ``info["invalid_action"] = True``).
@@ -98,22 +107,26 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
     def __init__(
         self,
         source: SnapshotSource | dict[str, Any] | None = None,
-        max_hosts: int = 300,
-        max_vms: int = 2200,
+        max_hosts: int | None = None,
+        max_vms: int | None = None,
         budget: int = 50,
         invalid_action: str = "raise",
         invalid_action_penalty: float = 0.01,
         incremental_obs: bool = True,
         render_mode: str | None = None,
     ):
-        if invalid_action not in ("raise", "penalty"):
-            raise ValueError(f"invalid_action must be 'raise' or 'penalty', got {invalid_action!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if budget < 1:
-            raise ValueError(f"budget must be at least 1, got {budget}")
+        arguments = dict(locals())  # the parameters, checked by the same rule as a config's env section
+        check_env_options(type(self).__name__, {name: arguments[name] for name in env_option_names()})
         self.source = make_source(source) if source is not None else FileSource(
             [REAL_SNAPSHOTS / "reset_vm_pm_id_clear2.json"], split="train")
+        if max_hosts is None or max_vms is None:
+            max_size = getattr(self.source, "max_size", None)
+            if max_size is None:
+                raise ConfigError(f"{type(self).__name__}: give max_hosts and max_vms: the source "
+                                  f"{type(self.source).__name__} has no max_size() to derive them from")
+            hosts, vms = max_size()
+            max_hosts, max_vms = max_hosts or hosts, max_vms or vms
+        max_hosts, max_vms = int(max_hosts), int(max_vms)
         self.max_hosts, self.max_vms, self.max_budget = max_hosts, max_vms, budget
         self.invalid_action, self.invalid_action_penalty = invalid_action, invalid_action_penalty
         self.incremental_obs = incremental_obs
@@ -227,10 +240,9 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         num_hosts = sum(c.num_hosts for c in clusters)
         num_vms = sum(c.num_vms for c in clusters)
         if num_hosts > self.max_hosts or num_vms > self.max_vms:
-            raise ValueError(
-                f"snapshot {snapshot.source} has {num_hosts} hosts and {num_vms} VMs; the env pads to "
-                f"max_hosts={self.max_hosts}, max_vms={self.max_vms}: raise them in the config"
-            )
+            name = snapshot.source if snapshot.source != "<memory>" else \
+                f"a snapshot of {type(self.source).__name__}(split={self.source.split!r})"
+            raise ValueError(padding_error(f"snapshot {name}", num_hosts, num_vms, self.max_hosts, self.max_vms))
         self._clusters: list[Cluster] = clusters
         self._host_offset = np.cumsum([0] + [c.num_hosts for c in clusters]).tolist()
         self._vm_offset = np.cumsum([0] + [c.num_vms for c in clusters]).tolist()
@@ -375,22 +387,117 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         return info
 
 
-def make_vm_env(config: dict[str, Any] | str, split: str = "train", **overrides: Any) -> VMReschedulingEnv:
-    """A :class:`VMReschedulingEnv` from a config (mapping or YAML path; see ``configs/vm_rescheduling/``).
+def padding_error(what: str, hosts: int, vms: int, max_hosts: int, max_vms: int, where: str = "") -> str:
+    """The message for data larger than the padding: which config key, and the size it needs."""
+    keys = [f"env.max_hosts to at least {hosts}"] if hosts > max_hosts else []
+    keys += [f"env.max_vms to at least {vms}"] if vms > max_vms else []
+    return (f"{where + ': ' if where else ''}{what} has {hosts} hosts and {vms} VMs; the env pads to "
+            f"max_hosts={max_hosts}, max_vms={max_vms}: set {' and '.join(keys)} in the config, or leave "
+            "max_hosts and max_vms out so that the padding follows the sources")
+
+
+# ---------------------------------------------------------------------- the env section of a config
+def _int_at_least(low: int, none_ok: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if v is None and none_ok:
+            return None
+        ok = not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= low
+        return None if ok else f"an integer >= {low}{' or null (follow the data)' if none_ok else ''}"
+    return check
+
+
+def _one_of(*choices: Any) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else "one of " + ", ".join(map(repr, choices))
+
+
+_OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "max_hosts": _int_at_least(1, none_ok=True),
+    "max_vms": _int_at_least(1, none_ok=True),
+    "budget": _int_at_least(1),
+    "invalid_action": _one_of("raise", "penalty"),
+    "invalid_action_penalty": lambda v: None if not isinstance(v, bool) and isinstance(v, (int, float)) and v >= 0
+    else "a number >= 0",
+    "incremental_obs": lambda v: None if isinstance(v, bool) else "true or false",
+    "render_mode": _one_of(None, *VMReschedulingEnv.metadata["render_modes"]),
+}
+"""One value check per constructor parameter (a test keeps the two in step)."""
+
+
+def env_option_names() -> list[str]:
+    """The keys a config's ``env`` section takes: :class:`VMReschedulingEnv`'s parameters but
+    ``source`` (the sources are the config's ``*_source`` keys)."""
+    params = inspect.signature(VMReschedulingEnv.__init__).parameters
+    return [name for name in params if name not in ("self", "source")]
+
+
+def check_env_options(where: str, options: Any, prefix: str = "") -> dict[str, Any]:
+    """Check env options (a config's ``env`` section, overrides, or the constructor's arguments).
 
     Args:
-        config: the config, or the path of its YAML file.
+        where: what to name in messages (the config file, ``"VMReschedulingEnv"``, ...).
+        options: the options given.
+        prefix: how the options are spelt in the file (``"env."``).
+
+    Returns:
+        ``options``, unchanged.
+
+    Raises:
+        ConfigError: an unknown key (with the allowed ones and a did-you-mean) or a bad value.
+    """
+    check_keys(where, options, env_option_names(), prefix=prefix)
+    for key, value in options.items():
+        wanted = _OPTION_CHECKS[key](value)
+        if wanted:
+            raise ConfigError(f"{where}: {prefix}{key} must be {wanted}, got {value!r}")
+    return options
+
+
+def make_vm_env(config: dict[str, Any] | str | Path | None = None, split: str = "train",
+                **overrides: Any) -> VMReschedulingEnv:
+    """A :class:`VMReschedulingEnv` from a config (mapping or YAML path; see ``configs/vm_rescheduling/``).
+
+    Also the entry point of ``gym.make("clustergym/VMRescheduling-v0", config=..., split=...)``,
+    which thus takes its configuration as ``clustergym/MicroserviceAutoscaling-v0`` does.
+
+    Args:
+        config: the config, or the path of its YAML file (checked by
+            :func:`~envs.vm_sources.load_vm_config`); None: no config, the keyword arguments are
+            the env's own (default source: the bundled real snapshot).
         split: ``"train"`` uses ``train_source``; ``"val"`` the held-out ``val_source`` (training
             picks its ``best`` model on it); ``"eval"`` the held-out ``eval_source``.
         overrides: env keyword arguments that take precedence over the config's ``env`` section.
-    """
-    from envs.vm_sources import load_vm_config
 
-    if not isinstance(config, dict):
-        config = load_vm_config(config)
+    Raises:
+        ConfigError: (a ``ValueError``) a mistake in the config or the overrides, or a file
+            source whose snapshots do not fit the ``max_hosts`` / ``max_vms`` the config fixes.
+    """
+    if config is None:
+        if split != "train":
+            raise ConfigError(f"split={split!r} needs a config with a {split}_source (config=...)")
+        check_keys("env keyword arguments", overrides, [*env_option_names(), "source", "config", "split"])
+        return VMReschedulingEnv(**overrides)
+    config = load_vm_config(config)
+    where = config["path"]
     if split not in ("train", "val", "eval"):
-        raise ValueError(f"split must be 'train', 'val' or 'eval', got {split!r}")
+        raise ConfigError(f"{where}: split must be 'train', 'val' or 'eval', got {split!r}")
     if f"{split}_source" not in config:
-        raise ValueError(f"{config.get('path', 'config')}: no {split}_source")
-    kwargs = dict(config.get("env") or {}) | overrides
-    return VMReschedulingEnv(source=config[f"{split}_source"], **kwargs)
+        raise ConfigError(f"{where}: no {split}_source")
+    if "source" in overrides:
+        raise ConfigError(f"source={overrides['source']!r:.40}: with a config, the source is its {split}_source; "
+                          "give a config or a source, not both")
+    kwargs = {**config["env"], **check_env_options("env keyword arguments", overrides)}
+    sources = {key: make_source(config[key], where=f"{where}: {key}")
+               for key in ("train_source", "val_source", "eval_source") if key in config}
+    # One padding for every split of a config: its envs share one observation space.
+    sizes = {key: src.max_size() for key, src in sources.items()
+             if kwargs.get("max_hosts") is None or kwargs.get("max_vms") is None or isinstance(src, FileSource)}
+    for key, (hosts, vms) in sizes.items():
+        padded_hosts, padded_vms = kwargs.get("max_hosts") or hosts, kwargs.get("max_vms") or vms
+        # Files are known exactly: refuse here rather than at the reset that draws the large one.
+        if isinstance(sources[key], FileSource) and (hosts > padded_hosts or vms > padded_vms):
+            raise ConfigError(padding_error(f"{key} (its largest file)", hosts, vms, padded_hosts, padded_vms, where))
+    if kwargs.get("max_hosts") is None:
+        kwargs["max_hosts"] = max(h for h, _ in sizes.values())
+    if kwargs.get("max_vms") is None:
+        kwargs["max_vms"] = max(v for _, v in sizes.values())
+    return VMReschedulingEnv(source=sources[f"{split}_source"], **kwargs)

@@ -3,12 +3,22 @@
 A source is called with the env's random generator and returns a fresh
 :class:`~digital_twin.vm.snapshot.Snapshot` for one episode (Jumanji's ``Generator`` pattern). Each
 source carries a ``split`` label; :func:`check_disjoint` refuses a training and a held-out source
-that could hand out the same data (the same file, or the same Azure trace split).
+that could hand out the same data (the same file, or the same Azure trace split). Each also says
+how large its snapshots can get (:meth:`SnapshotSource.max_size`), which the env's padding follows
+unless a config fixes it.
+
+This module is also the home of the VM-rescheduling config schema (:func:`load_vm_config`,
+:func:`make_source`): the top-level keys, the keys of each source kind (the source class's own
+fields) and, through :func:`envs.vm_rescheduling.check_env_options`, the ``env`` section (the env
+constructor's own parameters). ``evaluate.py``, ``train.py``, :func:`~envs.vm_rescheduling.make_vm_env`
+and ``gym.make`` all check a config here, so a typo is named the same way everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +26,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from digital_twin.cli import ConfigError, UsageError, check_keys, did_you_mean, read_yaml
 from digital_twin.resources import bundled_path, resolve_path
 from digital_twin.vm.azure_replay import HostSpec, replay
 from digital_twin.vm.snapshot import Snapshot, SnapshotConsistencyWarning, load_snapshot
@@ -38,6 +49,20 @@ class SnapshotSource(Protocol):
     def restart(self) -> None:
         """Forget buffered snapshots, so that the next call depends only on the generator it is given."""
         ...
+
+    def max_size(self) -> tuple[int, int]:
+        """``(hosts, VMs)`` that no snapshot of this source exceeds (over all its clusters together):
+        exact for files and fixed snapshots, a capacity bound for generated ones."""
+        ...
+
+
+def _vms_per_host_bound(host: HostSpec, smallest_cpu: int, smallest_mem_mb: float) -> int:
+    """The most VMs one host can hold: its capacity over the smallest VM's request (vCPU and memory)."""
+    return int(min(host.cpu // max(int(smallest_cpu), 1), host.mem_mb // max(float(smallest_mem_mb), 1.0)))
+
+
+def _size(snapshot: Snapshot) -> tuple[int, int]:
+    return sum(c.num_hosts for c in snapshot.clusters), sum(c.num_vms for c in snapshot.clusters)
 
 
 def _file_token(path: Path) -> str:
@@ -83,6 +108,10 @@ class FileSource:
     def restart(self) -> None:
         pass  # stateless apart from the parse cache
 
+    def max_size(self) -> tuple[int, int]:
+        sizes = [_size(self._load(p)) for p in self.paths]  # parsed once: the episodes reuse the parse
+        return max(h for h, _ in sizes), max(v for _, v in sizes)
+
 
 @dataclass
 class FixedSource:
@@ -111,6 +140,10 @@ class FixedSource:
     def restart(self) -> None:
         pass
 
+    def max_size(self) -> tuple[int, int]:
+        sizes = [_size(s) for s in self.snapshots]
+        return max(h for h, _ in sizes), max(v for _, v in sizes)
+
 
 @dataclass
 class AzureReplaySource:
@@ -135,6 +168,11 @@ class AzureReplaySource:
         lo, hi = self.fraction_range
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"fraction_range must satisfy 0 < lo <= hi <= 1, got {self.fraction_range}")
+        for name in ("num_hosts", "cuts_per_replay"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.target_utilisation <= 1.0:
+            raise ValueError(f"target_utilisation must be in (0, 1], got {self.target_utilisation}")
 
     def __call__(self, rng: np.random.Generator) -> Snapshot:
         if not self._queue:
@@ -151,6 +189,13 @@ class AzureReplaySource:
 
     def restart(self) -> None:
         self._queue.clear()
+
+    def max_size(self) -> tuple[int, int]:
+        from digital_twin.vm.azure_trace import AzureV1Trace
+
+        trace = AzureV1Trace.load(self.split)  # cached: the replays parse the same files
+        per_host = _vms_per_host_bound(self.host, int(trace.flavour_cpu.min()), float(trace.flavour_mem_mb.min()))
+        return self.num_hosts, self.num_hosts * per_host
 
 
 @dataclass
@@ -214,33 +259,119 @@ class VMR2LLikeSource:
     def restart(self) -> None:
         pass  # nothing buffered: each call depends only on the generator
 
+    def max_size(self) -> tuple[int, int]:
+        types = [t for m in self.mixes for t in MIXES[m].vm_types]
+        per_host = _vms_per_host_bound(self.host, min(t.request_cpu for t in types), min(t.request_mem_mb for t in types))
+        hosts = self.hosts_range[1] * self.num_clusters[1]
+        return hosts, hosts * per_host
 
-def make_source(spec: dict[str, Any] | SnapshotSource) -> SnapshotSource:
+
+SOURCE_KINDS: dict[str, type] = {"files": FileSource, "azure": AzureReplaySource, "vmr2l_like": VMR2LLikeSource}
+"""``kind:`` of a source mapping -> its class; the mapping's other keys are the class's fields."""
+
+
+def source_keys(kind: str) -> list[str]:
+    """The keys a source mapping of ``kind`` takes: ``kind`` and its class's public fields."""
+    return ["kind", *(f.name for f in dataclasses.fields(SOURCE_KINDS[kind]) if not f.name.startswith("_"))]
+
+
+def _value(where: str, name: str, value: Any, annotation: str) -> Any:
+    """``value`` checked against a source field's annotation (a string: this module uses postponed
+    annotations) and converted to it; YAML gives lists where the fields hold tuples."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{where}: {name} must be {what}, got {value!r}")
+
+    def number(x: Any, integer: bool) -> bool:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            return False
+        return float(x).is_integer() if integer else math.isfinite(x)
+
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise bad(annotation.replace(" | None", "") if annotation != "HostSpec" else "a mapping")
+    if annotation == "HostSpec":
+        check_keys(where, value, [f.name for f in dataclasses.fields(HostSpec)], prefix=f"{name}.")
+        return HostSpec(**{k: _value(where, f"{name}.{k}", v, _field_types(HostSpec)[k]) for k, v in value.items()})
+    if annotation.startswith("tuple["):
+        inner = annotation[len("tuple["):-1]
+        if not isinstance(value, (list, tuple)):
+            raise bad(f"a list ({inner})")
+        if inner.endswith(", ..."):  # tuple[str, ...]
+            if not all(isinstance(x, str) for x in value):
+                raise bad("a list of names")
+            return tuple(value)
+        kinds = [k.strip() for k in inner.split(",")]
+        if len(value) != len(kinds) or not all(number(x, k == "int") for x, k in zip(value, kinds)):
+            raise bad(f"a list of {len(kinds)} {'integers' if kinds[0] == 'int' else 'numbers'}, e.g. [lo, hi]")
+        return tuple(int(x) if k == "int" else float(x) for x, k in zip(value, kinds))
+    base = annotation.replace(" | None", "")
+    if base == "int" and not number(value, integer=True):
+        raise bad("an integer")
+    if base == "float" and not number(value, integer=False):
+        raise bad("a number")
+    if base == "str" and not isinstance(value, str):
+        raise bad("a string")
+    return int(value) if base == "int" else float(value) if base == "float" else value
+
+
+def _field_types(cls: type) -> dict[str, str]:
+    return {f.name: str(f.type) for f in dataclasses.fields(cls)}
+
+
+def make_source(spec: dict[str, Any] | SnapshotSource, where: str = "source") -> SnapshotSource:
     """A source from a config mapping (``kind: files``, ``azure`` or ``vmr2l_like``) or an existing source.
+
+    Every key is checked against the kind's class (:data:`SOURCE_KINDS`, :func:`source_keys`), and
+    every value against its field's type.
 
     Examples (YAML)::
 
         {kind: files, paths: [data/vmr2l_snapshots/reset_vm_pm_id_clear2.json], split: eval}
         {kind: azure, split: dev, num_hosts: 236, fraction_range: [0.6, 1.0]}
         {kind: vmr2l_like, split: dev, hosts_range: [100, 400], utilisation_range: [0.75, 0.95]}
+
+    Args:
+        spec: the mapping, or a source (returned as it is).
+        where: what to name in messages, e.g. ``"configs/x.yaml: eval_source"``.
+
+    Raises:
+        ConfigError: an unknown kind or key, a value of the wrong type or range, a missing file.
     """
     if not isinstance(spec, dict):
-        return spec
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    if kind == "files":
-        return FileSource(paths=spec.pop("paths"), split=spec.pop("split", "train"), **spec)
-    if kind == "azure":
-        if "fraction_range" in spec:
-            spec["fraction_range"] = tuple(spec["fraction_range"])
-        if "host" in spec and isinstance(spec["host"], dict):
-            spec["host"] = HostSpec(**spec["host"])
-        return AzureReplaySource(**spec)
-    if kind == "vmr2l_like":
-        if "host" in spec and isinstance(spec["host"], dict):
-            spec["host"] = HostSpec(**spec["host"])
-        return VMR2LLikeSource(**spec)
-    raise ValueError(f"unknown snapshot source kind {kind!r}: expected 'files', 'azure' or 'vmr2l_like'")
+        if callable(spec) and hasattr(spec, "split"):
+            return spec
+        raise ConfigError(f"{where}: expected a mapping with kind ({', '.join(SOURCE_KINDS)}) or a snapshot source, "
+                          f"got {type(spec).__name__}")
+    kind = spec.get("kind")
+    if kind not in SOURCE_KINDS:
+        said = "no kind" if kind is None else f"unknown kind {kind!r}{did_you_mean(str(kind), SOURCE_KINDS)}"
+        raise ConfigError(f"{where}: {said}; kind must be one of {', '.join(SOURCE_KINDS)}")
+    cls = SOURCE_KINDS[kind]
+    allowed = source_keys(kind)
+    check_keys(where, spec, allowed, section=f"a source of kind {kind}")
+    types = _field_types(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "kind":
+            continue
+        if cls is FileSource and key == "paths":
+            paths = [value] if isinstance(value, str) else value
+            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+                raise ConfigError(f"{where}: paths must be a non-empty list of snapshot files, got {value!r}")
+            kwargs[key] = paths
+        elif cls is FileSource and key == "split":
+            kwargs[key] = _value(where, key, value, "str")
+        else:
+            kwargs[key] = _value(where, key, value, types[key])
+    if cls is FileSource and "paths" not in kwargs:
+        raise ConfigError(f"{where}: a source of kind files needs paths: [snapshot files]")
+    try:
+        return cls(**kwargs)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def check_disjoint(train: SnapshotSource, held_out: SnapshotSource, names: tuple[str, str] = ("training", "held-out")) -> None:
@@ -253,36 +384,59 @@ def check_disjoint(train: SnapshotSource, held_out: SnapshotSource, names: tuple
 
 
 SOURCE_KEYS = ("train_source", "val_source", "eval_source")
+VM_CONFIG_KEYS = ("description", "env", *SOURCE_KEYS)
+"""The top-level keys of a VM-rescheduling config (``train_source`` and ``eval_source`` required)."""
+_INTERNAL_KEYS = ("path",)  # added by load_vm_config: a loaded config can be checked again
 
 
-def load_vm_config(path: str | Path) -> dict[str, Any]:
-    """Read a VM-rescheduling config (YAML): ``env`` kwargs, ``train_source``, ``eval_source`` and
-    an optional ``val_source``.
+def load_vm_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Read and check a VM-rescheduling config: ``env`` kwargs, ``train_source``, ``eval_source``
+    and an optional ``val_source`` (and a ``description``).
 
-    ``path`` may name a bundled config (``configs/vm_rescheduling/...``) from any folder.
+    ``config`` may be a YAML path, which may name a bundled config (``configs/vm_rescheduling/...``)
+    from any folder, or a mapping of the same keys.
 
     ``val_source`` is what training evaluates on to pick its ``best`` model, so that the
     evaluation files stay unseen until ``evaluate.py``. The sources are checked to be pairwise
     disjoint (:func:`check_disjoint`).
-    """
-    import yaml
 
-    path = resolve_path(path)
-    with open(path, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+    Returns:
+        The config (a new mapping), with ``path``: the file it came from (``"<dict>"`` for a mapping).
+
+    Raises:
+        ConfigError: a missing or unreadable file, not YAML, an unknown or missing key (named
+            with the allowed ones and a did-you-mean), a bad value, sources that share data.
+    """
+    if isinstance(config, dict):
+        where = str(config.get("path", "<dict>"))
+        doc = dict(config)
+    else:
+        path = resolve_path(config)
+        where = str(path)
+        try:
+            doc = read_yaml(path)
+        except UsageError as exc:
+            raise ConfigError(str(exc)) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping of {', '.join(VM_CONFIG_KEYS)}, got {type(doc).__name__}")
+    for key in _INTERNAL_KEYS:
+        doc.pop(key, None)
+    check_keys(where, doc, VM_CONFIG_KEYS, section="a VM-rescheduling config")
     for key in ("train_source", "eval_source"):
-        if key not in config:
-            raise ValueError(f"{path}: missing required key {key!r}")
-    unknown = set(config) - {"env", *SOURCE_KEYS, "description"}
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (expected env, {', '.join(SOURCE_KEYS)}, description)")
-    sources = {k: make_source(config[k]) for k in SOURCE_KEYS if k in config}
+        if key not in doc:
+            raise ConfigError(f"{where}: missing required key {key!r} (a VM-rescheduling config has "
+                              f"{', '.join(VM_CONFIG_KEYS)}; val_source and env are optional)")
+    from envs.vm_rescheduling import check_env_options  # the env imports this module
+
+    doc["env"] = dict(check_env_options(where, doc.get("env") or {}, prefix="env."))
+    sources = {k: make_source(doc[k], where=f"{where}: {k}") for k in SOURCE_KEYS if k in doc}
     names = {"train_source": "training", "val_source": "validation", "eval_source": "evaluation"}
     keys = list(sources)
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
-            check_disjoint(sources[a], sources[b], (names[a], names[b]))
-    config["path"] = str(path)
-    return config
+            try:
+                check_disjoint(sources[a], sources[b], (names[a], names[b]))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+    doc["path"] = where
+    return doc

@@ -18,7 +18,7 @@ from evaluation.metrics import autoscaling_episode_metrics
 if TYPE_CHECKING:
     from agents.autoscaling import AutoscalingPolicy
 
-SERIES_KEYS = ("slo_violated", "e2e_latency_p95", "dropped_requests", "pod_seconds", "offered_rate")
+SERIES_KEYS = ("slo_violated", "e2e_latency_p95", "dropped_requests", "pod_seconds", "offered_rate", "attack_rate")
 """Per-step ``info`` entries recorded for every episode (plus the total desired replicas)."""
 
 
@@ -47,12 +47,13 @@ def evaluate_autoscaling(config_path: str | Path, policies: Sequence[Autoscaling
         ``scenarios`` and ``methods`` for the plots.
 
     Raises:
-        ValueError: a malformed config.
-        SystemExit: an unknown scenario.
+        ConfigError: a malformed config (a ``ValueError``).
+        UsageError: an unknown scenario, or a window index beyond the held-out split's windows.
     """
     from tqdm import tqdm
 
     from agents.autoscaling import deltas_for
+    from digital_twin.cli import UsageError, did_you_mean
     from envs.microservice import MicroserviceCore, load_config
 
     config = load_config(config_path)
@@ -60,7 +61,13 @@ def evaluate_autoscaling(config_path: str | Path, policies: Sequence[Autoscaling
     names = list(scenarios or variants)
     unknown = [n for n in names if n not in variants]
     if unknown:
-        raise SystemExit(f"error: unknown scenario(s) {unknown}; the config has {list(variants)}")
+        raise UsageError(f"--scenarios: unknown scenario {unknown[0]!r}{did_you_mean(unknown[0], variants)}; "
+                         f"{config.source} has {', '.join(variants)}")
+    if window_index is not None:
+        windows = len(MicroserviceCore(config, num_clusters=1, split="held_out").window_starts["heldout"])
+        if window_index >= windows:
+            raise UsageError(f"--window-index {window_index}: the held-out split of {config.source} has {windows} "
+                             f"windows of {config.window_steps} steps; give 0-{windows - 1}")
     step_minutes = config.step_seconds / 60.0
     hold_steps = max(1, int(round(recovery_hold_minutes / step_minutes)))
     rows: list[dict] = []
@@ -101,4 +108,9 @@ def evaluate_autoscaling(config_path: str | Path, policies: Sequence[Autoscaling
                 bar.update()
     bar.close()
     return rows, {"series": series, "step_minutes": step_minutes, "scenarios": names,
-                  "methods": [p.name for p in policies]}
+                  "methods": [p.name for p in policies], "specs": {n: list(variants[n].specs) for n in names},
+                  # What the latency plots mark: the SLO, and the cap of the end-to-end p95 (the entry
+                  # service's timeout: callers give up after it, so latency never reads higher).
+                  "slo_latency_s": float(core.topology.slo_latency_p95_seconds),
+                  "latency_cap_s": float(core.topology.timeout_seconds[core.topology.entry_index]),
+                  "config": config.name}

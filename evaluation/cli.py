@@ -12,7 +12,8 @@ Writes ``results/<run>/``: ``episodes.csv`` (one row per method and episode), ``
 VM rescheduling (configs with ``train_source`` / ``eval_source``): each episode is a snapshot drawn
 from the held-out ``eval_source`` (from a list of files: each file in turn, and the table has a row
 per file and method); every method plans at most ``budget`` migrations, and every plan is replayed
-through the twin. A time-budgeted planner (beam, cpsat, cpsat_lns, ``agent:PATH?samples=K``) gets
+through the twin. A time-budgeted planner (beam, cpsat, cpsat_lns, ``agent:PATH?samples=K``; ``PATH`` a model.zip written by
+``train.py`` or a run folder with best/ or last/) gets
 ``--time-limit`` seconds, or its own as ``beam@0.5``; ``--time-limits 0.1 1 5`` runs each of them at
 each limit. Metrics: FR before and after, share of the best gain ``(FR0 - FR) / (FR0 - FR_best)``
 (reference: the lowest FR any method reached on the episode, or the file's best known plan from
@@ -27,20 +28,28 @@ and recovery time: minutes from the failure's onset until the SLO has held for
 ``--recovery-hold-minutes`` in a row (0 if it holds from the onset; blank for a variant without
 failure, or if it never holds that long before the episode ends). Plots: load, p95 latency and
 replicas over time per method (first episode of each scenario); SLO-violation minutes per scenario.
+
+User mistakes follow :mod:`digital_twin.cli`'s rule: one ``error:`` line naming the file or flag,
+what is wrong and what is allowed, exit status 2, the traceback only with ``--debug``. The config,
+the policies (a saved agent is loaded) and the output folder are all checked before any episode
+runs, and ``results/<run>/`` is created only once there are results to write into it.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from digital_twin.resources import resolve_path
+from digital_twin.cli import (
+    ArgumentParser, ConfigError, HelpFormatter, UsageError, add_debug_flag, check_writable_dir, did_you_mean,
+    non_negative_float, non_negative_int, one_line, positive_float, positive_int, read_yaml, run_cli,
+)
+from digital_twin.resources import bundled_path, resolve_path
 from evaluation.metrics import AUTOSCALING_METRICS, VM_METRICS
 from evaluation.tables import markdown_table, summarise, write_csv, write_json
 
@@ -49,6 +58,16 @@ if TYPE_CHECKING:
 
 DEFAULT_VM_POLICIES = ["random", "ffd", "greedy", "cpsat"]
 DEFAULT_AUTOSCALING_POLICIES = ["static", "threshold", "k8s_hpa"]
+DEFAULT_TIME_LIMIT_S = 60.0
+AGENT_PATH_TAKES = ("a model.zip written by train.py, or a run folder with best/ or last/ "
+                    "(e.g. agent:runs/<run>, agent:models/vm_rescheduling/graph_bc)")
+"""What ``agent:PATH`` takes, as the messages and ``--help`` say it."""
+CONFIG_FOLDERS = ("configs/vm_rescheduling", "configs/microservice_autoscaling")
+CONFIGS_TAKEN = " or ".join(f"{folder}/*.yaml" for folder in CONFIG_FOLDERS)
+# Flags that mean something for one problem only: given for the other, they are refused, not ignored.
+VM_ONLY = ("budget", "time_limit", "time_limits")
+AUTOSCALING_ONLY = ("scenarios", "window_index", "static_replicas", "hpa_target", "breach_limit_minutes",
+                    "recovery_hold_minutes")
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
@@ -60,64 +79,138 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
         prog: the program name shown in ``--help`` and usage errors.
         default_out_dir: ``--out-dir``'s default (``evaluate.py`` passes the checkout's ``results/``).
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Compare policies (saved agents and baselines) on a config's held-out split; "
-                    "write per-episode CSV, summary JSON with bootstrap 95%% intervals, PNG plots, and a Markdown table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                    "write per-episode CSV, summary JSON with bootstrap 95% intervals, PNG plots, and a Markdown table.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("config", help="YAML config (configs/vm_rescheduling/*.yaml or configs/microservice_autoscaling/*.yaml)")
-    parser.add_argument("--policies", nargs="+", default=None,
+    parser.add_argument("--policies", nargs="+", default=None, metavar="POLICY",
                         help="methods to compare: baseline names (VM: random, ffd, greedy, beam, cpsat, cpsat_lns; "
-                             "autoscaling: static, threshold, k8s_hpa, k8s_hpa_behavior) or agent:PATH for a saved agent "
+                             "autoscaling: static, threshold, k8s_hpa, k8s_hpa_behavior) or agent:PATH for a saved "
+                             f"agent, PATH being {AGENT_PATH_TAKES} "
                              f"(default: VM {' '.join(DEFAULT_VM_POLICIES)}; "
                              f"autoscaling {' '.join(DEFAULT_AUTOSCALING_POLICIES)})")
-    parser.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
-    parser.add_argument("--episodes", type=_positive_int, default=None,
-                        help="episodes (held-out snapshots) per seed (default: one per file of a file source, else 1)")
-    parser.add_argument("--budget", type=_positive_int, default=None, help="migration budget MNL (default: the config's)")
-    parser.add_argument("--time-limit", type=_positive_float, default=60.0,
-                        help="seconds per plan for time-budgeted planners (beam, cpsat, cpsat_lns, agent:PATH?samples=K); "
-                             "NAME@SECONDS sets one method's own")
-    parser.add_argument("--time-limits", type=_positive_float, nargs="+", default=None, metavar="SECONDS",
-                        help="run every time-budgeted method (without @) at each of these limits: a quality-vs-time curve")
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
+    parser.add_argument("--episodes", type=positive_int, default=None,
+                        help="episodes per seed (default: VM, one per file of a file source, else 1; autoscaling 1)")
+    parser.add_argument("--budget", type=positive_int, default=None,
+                        help="VM: migration budget MNL (default: the config's env.budget, else 50)")
+    parser.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
+                        help="VM: seconds per plan for time-budgeted planners (beam, cpsat, cpsat_lns, "
+                             f"agent:PATH?samples=K); NAME@SECONDS sets one method's own (default: {DEFAULT_TIME_LIMIT_S:g})")
+    parser.add_argument("--time-limits", type=positive_float, nargs="+", default=None, metavar="SECONDS",
+                        help="VM: run every time-budgeted method (without @) at each of these limits: a quality-vs-time curve")
     parser.add_argument("--scenarios", nargs="+", default=None,
                         help="autoscaling: scenario variants to run (default: all of the config's)")
-    parser.add_argument("--window-index", type=int, default=None,
+    parser.add_argument("--window-index", type=non_negative_int, default=None,
                         help="autoscaling: play this held-out window (index into the split's windows) in every episode "
-                             "instead of drawing windows at random")
-    parser.add_argument("--static-replicas", type=int, default=5, help="autoscaling: replicas per service of 'static'")
-    parser.add_argument("--hpa-target", type=int, default=60, help="autoscaling: HPA target CPU utilisation, percent")
-    parser.add_argument("--breach-limit-minutes", type=float, default=2.0,
-                        help="autoscaling: an episode succeeds if no SLO breach lasts longer than this")
-    parser.add_argument("--recovery-hold-minutes", type=float, default=5.0,
-                        help="autoscaling: recovered once the SLO has held this long after the failure's onset")
+                             "(default: windows drawn at random)")
+    parser.add_argument("--static-replicas", type=positive_int, default=None,
+                        help="autoscaling: replicas per service of 'static' (default: 5)")
+    parser.add_argument("--hpa-target", type=positive_int, default=None,
+                        help="autoscaling: HPA target CPU utilisation, percent of the request (default: 60)")
+    parser.add_argument("--breach-limit-minutes", type=non_negative_float, default=None,
+                        help="autoscaling: an episode succeeds if no SLO breach lasts longer than this (default: 2)")
+    parser.add_argument("--recovery-hold-minutes", type=positive_float, default=None,
+                        help="autoscaling: recovered once the SLO has held this long after the failure's onset (default: 5)")
     parser.add_argument("--run-name", default=None, help="results/<run-name>/ (default: <config>__<time>)")
     parser.add_argument("--out-dir", default=str(default_out_dir), help="parent folder of run folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        parser.error(f"argument --seeds: seed {repeated[0]} given twice (each seed is one set of episodes)")
+    return args
 
 
-def _number(kind, test, allowed):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({allowed})") from None
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is out of range ({allowed})")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
+# ---------------------------------------------------------------------- the config
+def bundled_configs() -> list[str]:
+    """The bundled evaluation configs, as ``configs/<problem>/<name>.yaml``."""
+    out = []
+    for folder in CONFIG_FOLDERS:
+        out += [f"{folder}/{p.name}" for p in sorted(bundled_path(folder).glob("*.yaml"))]
+    return out
 
 
-_positive_int = _number(int, lambda v: v > 0, "a whole number >= 1")
-_non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
-_positive_float = _number(float, lambda v: v > 0 and v < float("inf"), "seconds > 0")
+def read_config(text: str) -> tuple[Path, dict[str, Any]]:
+    """The config file a command line names and its YAML mapping.
+
+    Raises:
+        UsageError: no such file, not YAML, not a mapping (naming the bundled configs).
+    """
+    path = resolve_path(text)
+    if not path.exists():
+        close = difflib.get_close_matches(text, bundled_configs(), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"{text}: no such config file{hint}; give {CONFIGS_TAKEN}")
+    try:
+        doc = read_yaml(path)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; evaluate.py takes a YAML config, {CONFIGS_TAKEN}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{text}: not a config (a YAML mapping), got {type(doc).__name__}; give {CONFIGS_TAKEN}")
+    return path, doc
 
 
+def detect_problem(doc: dict[str, Any], where: str) -> str:
+    """``"vm"`` or ``"autoscaling"``: the kind of config ``doc`` is, from all of its keys.
+
+    A key that only one kind has decides (``train_source`` / ``eval_source`` / ``env``, or
+    ``topology`` / ``trace`` / ...); a config of only typos is given to the kind whose keys they are
+    close to, whose schema then names each typo with its did-you-mean. The kinds' schemas are the
+    env modules' own (:data:`envs.vm_sources.VM_CONFIG_KEYS`, :class:`envs.microservice.MicroserviceConfig`).
+
+    Raises:
+        UsageError: a training config (train.py's), or keys of neither kind.
+    """
+    import dataclasses
+
+    from envs.microservice.config import MicroserviceConfig
+    from envs.vm_sources import VM_CONFIG_KEYS
+
+    if {"env_config", "algorithm", "ppo", "total_timesteps"} & set(doc):
+        raise UsageError(f"{where}: a training config (train.py's); evaluate its env_config, and the trained "
+                         "model with --policies agent:runs/<run>")
+    shared = {"name", "description"}
+    kinds = {"vm": set(VM_CONFIG_KEYS) - shared,
+             "autoscaling": {f.name for f in dataclasses.fields(MicroserviceConfig)} - shared - {"source"}}
+    keys = [str(k) for k in doc if k not in shared]
+    exact = {kind: sum(k in allowed for k in keys) for kind, allowed in kinds.items()}
+    close = {kind: sum(bool(difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)) for k in keys)
+             for kind, allowed in kinds.items()}
+    ranked = sorted(kinds, key=lambda kind: (exact[kind], close[kind]), reverse=True)
+    best, other = ranked
+    if exact[best] and exact[best] == exact[other]:
+        found = {kind: ", ".join(k for k in keys if k in kinds[kind]) for kind in kinds}
+        raise UsageError(f"{where}: mixes keys of a VM-rescheduling config ({found['vm']}) and of an autoscaling "
+                         f"config ({found['autoscaling']}); a config is one or the other")
+    if (exact[best], close[best]) == (exact[other], close[other]):
+        raise UsageError(f"{where}: neither a VM-rescheduling config (keys {', '.join(sorted(kinds['vm']))}) nor an "
+                         f"autoscaling config (keys {', '.join(sorted(kinds['autoscaling']))})")
+    return best
+
+
+def refuse_flags_of_the_other_problem(args: argparse.Namespace, problem: str, where: str) -> None:
+    """A flag of the other problem would be ignored: refuse it, naming the kind of config given."""
+    foreign = AUTOSCALING_ONLY if problem == "vm" else VM_ONLY
+    for name in foreign:
+        if getattr(args, name) is not None:
+            kind = "a VM-rescheduling" if problem == "vm" else "an autoscaling"
+            raise UsageError(f"--{name.replace('_', '-')}: applies to "
+                             f"{'autoscaling' if problem == 'vm' else 'VM-rescheduling'} configs only; "
+                             f"{where} is {kind} config")
+
+
+# ---------------------------------------------------------------------- the policies
 def split_time_limit(spec: str) -> tuple[str, float | None]:
-    """``"beam@0.5"`` -> ``("beam", 0.5)``; a spec without a trailing ``@SECONDS`` -> ``(spec, None)``."""
+    """``"beam@0.5"`` -> ``("beam", 0.5)``; a spec without a trailing ``@SECONDS`` -> ``(spec, None)``.
+
+    Raises:
+        UsageError: the seconds after ``@`` are not > 0.
+    """
     base, at, tail = spec.rpartition("@")
     if not at:
         return spec, None
@@ -126,7 +219,7 @@ def split_time_limit(spec: str) -> tuple[str, float | None]:
     except ValueError:
         return spec, None
     if not 0 < seconds < float("inf"):
-        raise SystemExit(f"error: --policies {spec}: the time limit after @ must be seconds > 0")
+        raise UsageError(f"--policies {spec}: the time limit after @ must be seconds > 0, got {tail}")
     return base, seconds
 
 
@@ -145,12 +238,27 @@ def expand_time_limits(specs: list[str], time_limits: list[float] | None) -> lis
     return out
 
 
+def check_agent_path(spec: str, takes: str = AGENT_PATH_TAKES) -> None:
+    """Refuse an ``agent:PATH`` (optionally ``?options`` and ``@SECONDS``) that names no saved model,
+    before the planner imports torch to load it.
+
+    Raises:
+        ConfigError: nothing at PATH, a folder without a model, a file that is not a model.
+    """
+    from training.config import check_model_path
+
+    path = split_time_limit(spec)[0][len("agent:"):].partition("?")[0]
+    if path:
+        check_model_path(f"--policies {spec}", resolve_path(path), takes=takes)
+
+
 def vm_planners(specs: list[str]) -> tuple[dict[str, Planner], dict[str, float]]:
     """The planners ``--policies`` names (``agents.vm`` names or ``agent:PATH``, each with an optional
     ``@SECONDS``), by name, and the time limits the ``@`` set.
 
     Raises:
-        SystemExit: a name is unknown (one ``error:`` line listing the names).
+        UsageError: a name is unknown (listing the names, with a did-you-mean), or ``agent:PATH``
+            names no model.
     """
     from agents.vm import VM_PLANNERS, get_planner
 
@@ -159,16 +267,42 @@ def vm_planners(specs: list[str]) -> tuple[dict[str, Planner], dict[str, float]]
         base, seconds = split_time_limit(spec)
         if seconds is not None:
             limits[spec] = seconds
+        if spec.startswith("agent:"):
+            check_agent_path(spec)
         try:
             planners[spec] = get_planner(base)
         except (ValueError, FileNotFoundError) as exc:
-            if spec.startswith("agent:"):  # a bad path or option: the planner's own message says which
-                raise SystemExit(f"error: --policies {spec}: {exc}") from None
-            raise SystemExit(f"error: unknown VM policy {base!r}; choose one of {', '.join(VM_PLANNERS)} "
-                             "or agent:PATH (each optionally NAME@SECONDS)") from None
+            if spec.startswith("agent:"):  # an option or a model the planner refuses: its message says which
+                raise UsageError(f"--policies {spec}: {one_line(exc)}") from None
+            raise UsageError(f"--policies: unknown VM policy {base!r}{did_you_mean(base, VM_PLANNERS)}; choose one of "
+                             f"{', '.join(VM_PLANNERS)} or agent:PATH (each optionally NAME@SECONDS)") from None
     return planners, limits
 
 
+def autoscaling_policies(specs: list[str], static_replicas: int, hpa_target: int) -> list:
+    """The autoscaling policies ``--policies`` names.
+
+    Raises:
+        UsageError: an unknown name (with a did-you-mean), or an ``agent:PATH`` that names no model.
+    """
+    from agents.autoscaling import make_policy
+    from agents.autoscaling.registry import POLICY_NAMES
+
+    policies = []
+    for spec in specs:
+        if spec.startswith("agent:"):
+            check_agent_path(spec, takes="a model.zip saved by stable-baselines3")
+        try:
+            policies.append(make_policy(spec, static_replicas, hpa_target))
+        except (ValueError, FileNotFoundError) as exc:
+            if spec.startswith("agent:"):
+                raise UsageError(f"--policies {spec}: {one_line(exc)}") from None
+            raise UsageError(f"--policies: unknown autoscaling policy {spec!r}{did_you_mean(spec, POLICY_NAMES)}; "
+                             f"choose one of {', '.join(POLICY_NAMES)} or agent:PATH") from None
+    return policies
+
+
+# ---------------------------------------------------------------------- the command
 def main(argv: list[str] | None = None, prog: str = "evaluate.py", default_out_dir: str | Path = "results") -> int:
     """Evaluate, write ``<out-dir>/<run>/`` and print the Markdown table.
 
@@ -178,60 +312,100 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py", default_out_d
         default_out_dir: ``--out-dir``'s default.
 
     Returns:
-        The exit status (0); bad input exits with a one-line ``error:`` message instead.
+        The exit status: 0, or 2 after a user mistake (one ``error:`` line on stderr).
     """
     args = parse_args(argv, prog=prog, default_out_dir=default_out_dir)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    config_path = resolve_path(args.config)
-    with open(config_path, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    run_name = args.run_name or f"{config_path.stem}__{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.out_dir) / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    command = " ".join([prog, *(sys.argv[1:] if argv is None else argv)])
+    return run_cli(lambda: evaluate(args, command), debug=args.debug, user_errors=user_errors())
 
-    if "eval_source" in config:
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes the twin and env modules raise for a mistake in an input file."""
+    from digital_twin.microservices.scenarios import ScenarioError
+
+    return (ConfigError, ScenarioError)
+
+
+def evaluate(args: argparse.Namespace, command: str) -> int:
+    """The command after parsing: check everything, run every episode, then write the run folder."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    config_path, doc = read_config(args.config)
+    problem = detect_problem(doc, args.config)
+    refuse_flags_of_the_other_problem(args, problem, args.config)
+    run_name = args.run_name or f"{config_path.stem}__{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = check_writable_dir(Path(args.out_dir) / run_name, "--out-dir")  # created once there are results
+
+    if problem == "vm":
         from envs.vm_sources import load_vm_config
         from evaluation.plots import plot_vm
         from evaluation.vm import evaluate_vm
 
+        config = load_vm_config(config_path)  # the one VM schema; checks train/held-out disjointness
         args.policies = expand_time_limits(args.policies or list(DEFAULT_VM_POLICIES), args.time_limits)
-        config = load_vm_config(config_path)  # validates, and checks train/held-out disjointness
         planners, limits = vm_planners(args.policies)
         rows, curves = evaluate_vm(config, planners, args.seeds, episodes=args.episodes, budget=args.budget,
-                                   time_limit_s=args.time_limit, time_limits=limits, progress=not args.no_progress)
+                                   time_limit_s=args.time_limit or DEFAULT_TIME_LIMIT_S, time_limits=limits,
+                                   progress=not args.no_progress)
         metrics = VM_METRICS
         group_by = ["snapshot", "method"] if config["eval_source"].get("kind") == "files" else ["method"]
+        run_dir.mkdir(parents=True, exist_ok=True)
         plots = plot_vm(run_dir, rows, curves, title=config_path.stem)
     else:
-        from agents.autoscaling import make_policy
+        from envs.microservice import load_config
         from evaluation.autoscaling import evaluate_autoscaling
         from evaluation.plots import plot_autoscaling
 
+        load_config(config_path)  # the one autoscaling schema, before any policy is built
         args.policies = args.policies or list(DEFAULT_AUTOSCALING_POLICIES)
-        try:
-            policies = [make_policy(p, args.static_replicas, args.hpa_target) for p in args.policies]
-            rows, data = evaluate_autoscaling(
-                config_path, policies, args.seeds, episodes=args.episodes or 1, scenarios=args.scenarios,
-                window_index=args.window_index, breach_limit_minutes=args.breach_limit_minutes,
-                recovery_hold_minutes=args.recovery_hold_minutes, progress=not args.no_progress)
-        except ValueError as e:  # unknown policy or a malformed config: say which
-            raise SystemExit(f"error: {e}") from None
+        policies = autoscaling_policies(args.policies, args.static_replicas or 5, args.hpa_target or 60)
+        rows, data = evaluate_autoscaling(
+            config_path, policies, args.seeds, episodes=args.episodes or 1, scenarios=args.scenarios,
+            window_index=args.window_index,
+            breach_limit_minutes=2.0 if args.breach_limit_minutes is None else args.breach_limit_minutes,
+            recovery_hold_minutes=args.recovery_hold_minutes or 5.0, progress=not args.no_progress)
         metrics, group_by = AUTOSCALING_METRICS, ["scenario", "method"]
-        plots = plot_autoscaling(run_dir, rows, data)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        plots = plot_autoscaling(run_dir, rows, data, title=config_path.stem)
 
     summary = summarise(rows, group_by, [m for m, _, _ in metrics])
     write_csv(run_dir / "episodes.csv", rows)
     table = markdown_table(summary, group_by, metrics)
     (run_dir / "table.md").write_text(table + "\n")
     write_json(run_dir / "summary.json", {
-        "command": " ".join([prog, *(sys.argv[1:] if argv is None else argv)]), "config": str(config_path), "policies": args.policies, "seeds": args.seeds, "episodes_per_seed": args.episodes or len({(r["seed"], r["episode"]) for r in rows}) // max(len(args.seeds), 1),
+        "command": command, "config": str(config_path), "policies": args.policies, "seeds": args.seeds,
+        "episodes_per_seed": args.episodes or len({(r["seed"], r["episode"]) for r in rows}) // max(len(args.seeds), 1),
         "split": rows[0]["split"] if rows else None, "summary": summary,
     })
     print(table)
-    references = sorted({(r.get("snapshot", ""), r["reference"]) for r in rows if r.get("reference")})
-    if references:
-        print("\nshare of best gain: (FR before - FR) / (FR before - reference FR); reference per snapshot: "
-              + "; ".join(f"{snap} {ref}" if len(references) <= 4 else ref for snap, ref in references[:4])
-              + (f"; ... ({len(references)} episodes, see episodes.csv)" if len(references) > 4 else ""))
+    for line in notes(rows):
+        print(line)
     print(f"\nresults in {run_dir}: episodes.csv, summary.json, " + ", ".join(p.name for p in plots))
     return 0
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """What the table cannot say by itself: the reference of the share column, and the planners
+    that found nothing within their limit (with the solver's status)."""
+    from evaluation.vm import base_method
+
+    out = []
+    references = sorted({(r.get("snapshot", ""), r["reference"]) for r in rows if r.get("reference")})
+    if references:
+        out.append("\nshare of best gain: (FR before - FR) / (FR before - reference FR); reference per snapshot: "
+                   + "; ".join(f"{snap} {ref}" if len(references) <= 4 else ref for snap, ref in references[:4])
+                   + (f"; ... ({len(references)} episodes, see episodes.csv)" if len(references) > 4 else ""))
+    # CP-SAT that found no solution of its own in time: UNKNOWN (its plan is then its fallback), or
+    # no migration without a proof that none helps.
+    stuck = [r for r in rows if base_method(r["method"]) in ("cpsat", "cpsat_lns")
+             and (r.get("status") == "UNKNOWN" or (r.get("migrations") == 0 and r.get("status") != "OPTIMAL"))]
+    for r in stuck[:6]:
+        statuses = r.get("solver_status") or r.get("status")
+        source = r.get("plan_source")
+        plan = (f"its plan is the {source} fallback" if source and source not in ("cpsat", "none")
+                else "no migration" if r.get("migrations") == 0 else "its best plan so far")
+        out.append(f"note: {r['method']} found no solution of its own on {r['snapshot']} (seed {r['seed']}) within "
+                   f"{r['time_limit_s']:g} s (CP-SAT status {statuses}): {plan}; give it more time with "
+                   f"{base_method(r['method'])}@SECONDS or --time-limit")
+    if len(stuck) > 6:
+        out.append(f"note: ... and {len(stuck) - 6} more such episodes (episodes.csv, columns status, solver_status)")
+    return out

@@ -27,6 +27,13 @@ def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     return path
 
 
+# Line styles that keep curves which lie on top of each other visible: the later ones thinner,
+# dashed and marked at staggered steps, so the earlier shows around them.
+_LINES = [dict(linestyle="-", linewidth=2.6), dict(linestyle="--", linewidth=1.8), dict(linestyle=":", linewidth=1.8),
+          dict(linestyle="-.", linewidth=1.4), dict(linestyle=(0, (5, 1, 1, 1)), linewidth=1.2)]
+_MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
 def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]], title: str = "") -> list[Path]:
     """FR vs migrations, wall time per plan, and final FR vs time per plan (quality vs time).
 
@@ -63,18 +70,22 @@ def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     for ax, snap in zip(axes[0], panels):
+        drawn: dict[str, np.ndarray] = {}
         for m in methods:
             runs = [c for r, c in tagged if r["method"] == m and (snap is None or r.get("snapshot") == snap)]
             if not runs:
                 continue
             mean = np.mean(np.array(runs), axis=0)
-            ax.plot(np.arange(len(mean)), mean, label=m, drawstyle="steps-post", **styles[m])
+            twin = next((o for o, c in drawn.items() if np.array_equal(c, mean)), None)
+            drawn[m] = mean
+            ax.plot(np.arange(len(mean)), mean, label=_label(m) + (f" (same as {_label(twin)})" if twin else ""),
+                    drawstyle="steps-post", **styles[m])
         ax.set_xlabel("migrations")
         ax.set_ylabel("fragment rate (share of free vCPU not in 16-vCPU blocks)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(f"FR vs migrations: {snap}" if snap else f"FR vs migrations, mean of {len(rows) // max(len(methods), 1)} episodes")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        ax.legend(fontsize=8)  # per panel: which curves coincide differs between snapshots
     fig.suptitle(f"FR vs migrations{where}")
     paths.append(save_figure(fig, run_dir / "fr_vs_migrations.png"))
 
@@ -132,54 +143,216 @@ def _styles(methods: list[str]) -> dict[str, dict]:
     out = {}
     for i, m in enumerate(methods):
         b = bases.index(base_method(m))
-        out[m] = {"color": colours[b % len(colours)], "marker": markers[i % len(markers)], "markevery": 5,
-                  "markersize": 4, "alpha": 0.85}
+        # Staggered markers and a line style each: curves on top of each other stay told apart.
+        out[m] = {"color": colours[b % len(colours)], "marker": markers[i % len(markers)], "markevery": (i % 5, 5),
+                  "markersize": 5, "alpha": 0.85, **_LINES[i % len(_LINES)]}
     return out
 
 
-def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict) -> list[Path]:
+def _event_label(spec: dict) -> str:
+    """A scenario entry in a few words, e.g. ``"DDoS pulse 60% of capacity"``, ``"node-2 lost"``."""
+    kind = spec.get("kind")
+    if kind == "ddos":
+        size = (f"{spec['capacity_fraction']:.0%} of capacity" if "capacity_fraction" in spec
+                else f"{spec.get('rate', 0):g} req/s")
+        shape = spec.get("shape", "flood")
+        if shape == "pulse":
+            period = float(spec.get("period_seconds", 120.0))
+            on = period * float(spec.get("duty", 0.5))
+            return f"DDoS pulse {size}, {on:g} s on / {period - on:g} s off"
+        return f"DDoS flood {size}"
+    if kind == "pod_crash":
+        services = ", ".join(spec.get("services", ["all services"]))
+        parts = []
+        if "rate_per_pod_per_hour" in spec:
+            parts.append(f"crashes {spec['rate_per_pod_per_hour']:g}/pod/h")
+        if "kill" in spec:
+            parts.append(f"{spec['kill']} pods killed")
+        return f"{' + '.join(parts)}: {services}"
+    if kind == "node_loss":
+        return f"{spec.get('node')} lost"
+    if kind == "contention":
+        return f"noisy neighbour on {spec.get('node')}: {spec.get('cpu')} CPU"
+    if kind == "bottleneck":
+        return f"{spec.get('service')} slowed to {float(spec.get('capacity_factor', 1)):.0%} capacity"
+    return str(spec.get("name", kind))
+
+
+def _events(specs: list[dict], end_minute: float) -> list[tuple[float, float | None, str]]:
+    """``(start, end or None for an instant, label)`` of each scenario entry, in window minutes."""
+    out = []
+    for spec in specs:
+        start = float(spec.get("start_minute", 0.0))
+        duration = spec.get("duration_minutes")
+        instant = spec.get("kind") == "pod_crash" and "kill" in spec and "rate_per_pod_per_hour" not in spec
+        end = None if instant else (end_minute if duration is None else min(start + float(duration), end_minute))
+        out.append((start, end, _event_label(spec)))
+    return out
+
+
+
+
+def _method_styles(methods: list[str], length: int) -> dict[str, dict]:
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    every = max(1, length // 12)
+    return {m: {**_LINES[i % len(_LINES)], "color": colours[i % len(colours)], "marker": _MARKERS[i % len(_MARKERS)],
+                "markersize": 4, "markevery": (i * every // max(len(methods), 1), every)}
+            for i, m in enumerate(methods)}
+
+
+def _same_as(series: dict[str, np.ndarray], methods: list[str]) -> dict[str, str]:
+    """Method -> the earlier method whose curve it repeats exactly (said in the legend)."""
+    out = {}
+    for i, m in enumerate(methods):
+        for earlier in methods[:i]:
+            if earlier not in out and np.array_equal(series[m], series[earlier]):
+                out[m] = earlier
+                break
+    return out
+
+
+def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict, title: str = "") -> list[Path]:
     """Load, p95 latency and replicas over time per scenario; SLO-violation minutes per scenario.
+
+    Every time-series figure shades the scenario's events (failure and attack windows, an instant
+    kill as a line) on all three panels and names them; the latency panel draws the SLO and the
+    latency cap; load and replica axes start at 0; a method whose curve repeats another's exactly
+    says so in the legend, and the line styles keep both visible. A pulsed DDoS is drawn as its
+    envelope and its mean over a period, not as hundreds of on/off steps.
 
     Args:
         run_dir: where the PNGs go.
         rows: the per-episode rows of :func:`evaluation.autoscaling.evaluate_autoscaling`.
-        data: its second return value (``series``, ``step_minutes``, ``scenarios``, ``methods``).
+        data: its second return value (``series``, ``step_minutes``, ``scenarios``, ``methods``,
+            ``specs``, ``slo_latency_s``, ``latency_cap_s``).
+        title: what was evaluated (the config's name), shown in every title.
 
     Returns:
         The paths written: ``timeseries_<scenario>.png`` each, then ``slo_minutes_by_scenario.png``.
     """
     plt = _pyplot()
     paths = []
-    minutes = None
+    methods = list(data["methods"])
+    labels = {m: _label(m) for m in methods}
+    slo, cap = data.get("slo_latency_s"), data.get("latency_cap_s")
+    name = title or data.get("config", "")
     for scenario in data["scenarios"]:
-        fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
-        for method in data["methods"]:
-            s = data["series"][(scenario, method)]
-            minutes = np.arange(len(s["offered_rate"])) * data["step_minutes"]
-            axes[1].plot(minutes, s["e2e_latency_p95"], label=method)
-            axes[2].plot(minutes, s["replicas"], label=method, drawstyle="steps-post")
-        # Every method sees the same load: draw it once, from the last method's series.
-        axes[0].plot(minutes, s["offered_rate"], color="black")
-        axes[0].set_ylabel("offered load (req/s)")
-        axes[1].set_ylabel("end-to-end p95 (s)")
-        axes[2].set_ylabel("replicas (all services)")
-        axes[2].set_xlabel("minutes into the held-out window")
-        axes[1].legend(fontsize=8)
-        axes[0].set_title(f"scenario {scenario}: first held-out episode")
+        series = {m: data["series"][(scenario, m)] for m in methods}
+        first = series[methods[0]]
+        steps = len(first["offered_rate"])
+        minutes = np.arange(steps) * data["step_minutes"]
+        end = steps * data["step_minutes"]
+        styles = _method_styles(methods, steps)
+        fig, axes = plt.subplots(3, 1, figsize=(13, 9), sharex=True)
+        events = _events(data.get("specs", {}).get(scenario, []), end)
+
+        # Load: every method sees the same load, drawn once. The attack is its own band.
+        ax = axes[0]
+        attack = np.asarray(first.get("attack_rate", np.zeros(steps)), dtype=float)
+        legit = np.asarray(first["offered_rate"], dtype=float) - attack
+        ax.plot(minutes, legit, color="black", linewidth=1.5, label="trace load (req/s)", drawstyle="steps-post")
+        if attack.any():
+            pulses = [e for e in data.get("specs", {}).get(scenario, []) if e.get("kind") == "ddos" and e.get("shape") == "pulse"]
+            on = _active(pulses, minutes, end)
+            if on.any():
+                # A pulse switches every few steps: drawn step by step it paints a solid block. Its
+                # envelope (the load while on) and its mean over the pulses say the same, readably.
+                peak = np.where(on, attack[on].max(), 0.0)
+                ax.fill_between(minutes, legit, legit + peak, where=on, color="tab:red", alpha=0.18, step="post",
+                                linewidth=0, label="trace + DDoS while a pulse is on")
+                ax.plot(minutes, legit + np.where(on, attack[on].mean(), 0.0), color="tab:red", linewidth=1.5,
+                        drawstyle="steps-post", label="trace + DDoS, mean over the pulses")
+                attack = np.where(on, 0.0, attack)  # the rest (a flood alongside) is drawn as it is
+            if attack.any():
+                ax.fill_between(minutes, legit, legit + attack, color="tab:red", alpha=0.3, step="post", linewidth=0,
+                                label="DDoS requests (flood)")
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("offered load (req/s)")
+
+        # Latency: SLO line and the cap.
+        ax = axes[1]
+        same = _same_as({m: series[m]["e2e_latency_p95"] for m in methods}, methods)
+        for m in methods:
+            label = labels[m] + (f" (same as {labels[same[m]]})" if m in same else "")
+            ax.plot(minutes, series[m]["e2e_latency_p95"], label=label, drawstyle="steps-post", **styles[m])
+        if slo is not None:
+            ax.axhline(slo, color="tab:red", linestyle="--", linewidth=1.2, label=f"SLO: p95 {slo:g} s")
+        if cap is not None:
+            ax.axhline(cap, color="grey", linestyle=":", linewidth=1.2,
+                       label=f"cap {cap:g} s: the entry's timeout (callers give up, p95 reads no higher)")
+        ax.set_yscale("log")
+        low = min(float(np.min(series[m]["e2e_latency_p95"])) for m in methods)
+        top = max([float(np.max(series[m]["e2e_latency_p95"])) for m in methods] + [slo or 0, cap or 0])
+        ax.set_ylim(max(low, 1e-3) / 1.6, top * 1.4)
+        ax.yaxis.set_major_formatter(_plain_numbers())
+        ax.yaxis.set_minor_formatter(_plain_numbers(minor=True))
+        ax.set_ylabel("end-to-end p95 (s, log scale)")
+
+        ax = axes[2]
+        same = _same_as({m: series[m]["replicas"] for m in methods}, methods)
+        for m in methods:
+            label = labels[m] + (f" (same as {labels[same[m]]})" if m in same else "")
+            ax.plot(minutes, series[m]["replicas"], label=label, drawstyle="steps-post", **styles[m])
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("replicas (all services)")
+        ax.set_xlabel("minutes into the held-out window")
+
+        _mark_events(axes, events)
         for ax in axes:
             ax.grid(alpha=0.3)
+            ax.set_xlim(0, end)
+            # Beside the panel, not over the curves.
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        fig.suptitle(f"{name}: scenario {scenario}, first held-out episode" if name else
+                     f"scenario {scenario}, first held-out episode")
         paths.append(save_figure(fig, run_dir / f"timeseries_{scenario}.png"))
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(data["scenarios"])), 4.5))
-    width = 0.8 / len(data["methods"])
-    for i, method in enumerate(data["methods"]):
+    scenarios = data["scenarios"]
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(scenarios) * max(1, len(methods) / 3)), 4.8))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
         means = [np.mean([r["slo_violation_minutes"] for r in rows if r["scenario"] == sc and r["method"] == method])
-                 for sc in data["scenarios"]]
-        ax.bar(np.arange(len(data["scenarios"])) + i * width, means, width, label=method)
-    ax.set_xticks(np.arange(len(data["scenarios"])) + 0.4 - width / 2, data["scenarios"], rotation=30, ha="right")
-    ax.set_ylabel("SLO-violation minutes (mean)")
-    ax.set_title("SLO-violation minutes per scenario")
+                 for sc in scenarios]
+        bars = ax.bar(np.arange(len(scenarios)) + i * width, means, width, label=labels[method])
+        # Every bar carries its value, so that a zero (no bar at all) reads "0", not "missing".
+        ax.bar_label(bars, labels=[f"{v:.1f}" if v else "0" for v in means], fontsize=7, padding=2)
+    ax.set_xticks(np.arange(len(scenarios)) + 0.4 - width / 2, scenarios, rotation=30, ha="right")
+    ax.set_ylim(bottom=0, top=max([ax.get_ylim()[1], 1.0]) * 1.08)
+    ax.set_ylabel("SLO-violation minutes (mean over episodes)")
+    ax.set_title(f"SLO-violation minutes per scenario{f' ({name})' if name else ''}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     paths.append(save_figure(fig, run_dir / "slo_minutes_by_scenario.png"))
     return paths
+
+
+def _active(specs: list[dict], minutes: np.ndarray, end: float) -> np.ndarray:
+    """Steps inside any of the entries' windows (start to start + duration, or to the end)."""
+    on = np.zeros(len(minutes), bool)
+    for start, stop, _ in _events(specs, end):
+        on |= (minutes >= start) & (minutes < (stop if stop is not None else end))
+    return on
+
+
+def _plain_numbers(minor: bool = False):
+    """Tick labels as plain numbers (0.5, 2), not powers of ten; minor ones only at 2 and 5."""
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(value, _):
+        mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
+        return "" if minor and round(mantissa) not in (2, 5) else f"{value:g}"
+    return FuncFormatter(fmt)
+
+
+def _mark_events(axes, events: list[tuple[float, float | None, str]]) -> None:
+    """Shade each event's window (a line for an instant) on every panel, named in the first panel's legend."""
+    colours = ["tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink"]
+    for k, (start, end, label) in enumerate(events):
+        colour = colours[k % len(colours)]
+        for i, ax in enumerate(axes):
+            if end is None:  # an instant (pods killed): a line
+                ax.axvline(start, color=colour, linewidth=2, alpha=0.7,
+                           label=f"at {start:g} min: {label}" if i == 0 else None)
+            else:
+                ax.axvspan(start, end, color=colour, alpha=0.12, linewidth=0,
+                           label=f"{start:g}-{end:g} min: {label}" if i == 0 else None)

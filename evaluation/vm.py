@@ -85,6 +85,10 @@ def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: 
                 "fr_before": result.fr_before, "fr_after": result.fr_after,
                 "migrations": result.num_moves, "moved_vms": result.stats.get("moved_vms", result.num_moves),
                 "wall_s": result.wall_s, "status": result.status,
+                # The solver's own verdicts (CP-SAT: OPTIMAL, FEASIBLE, UNKNOWN = nothing found in time)
+                # and, for CP-SAT, whose plan this is (its own, or its greedy fallback).
+                "solver_status": " ".join(result.stats.get("solver_statuses", [])),
+                "plan_source": result.stats.get("plan_source", ""),
                 "bound_fr": result.bound_fr if result.bound_fr is not None else float("nan"),
             })
             bar.update()

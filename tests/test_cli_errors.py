@@ -75,7 +75,7 @@ def test_missing_input_file(capsys, files, module, argv, expected):
 
 @cases(
     (VM, ["demo", "--snapshot", "README.md"], "README.md: line 1 column 1: invalid JSON"),
-    (VM, ["info", "/bin/sh"], "not a JSON text file"),
+    (VM, ["info", "/bin/sh"], "/bin/sh: byte 40: not UTF-8 text"),  # digital_twin/vm/snapshot.py says so
     (MS, ["--topology", "README.md", *PNG], "--topology README.md: not valid YAML at line"),
     (MS, ["--topology", "{tmp}/bad.yaml", *PNG], "bad.yaml: not valid YAML at line 2 column 4"),
     (MS, ["--scenario", "{tmp}/bad.yaml", *PNG], "--scenario"),
@@ -233,3 +233,29 @@ def test_one_line_and_run_cli(capsys):
     with pytest.raises(RuntimeError):  # a bug keeps its traceback
         cli.run_cli(lambda: (_ for _ in ()).throw(RuntimeError("bug")), user_errors=(Mine,))
     assert cli.run_cli(lambda: None) == 0
+
+
+def test_config_error_is_a_usage_error_and_a_value_error(capsys):
+    err = cli.unknown_key("c.yaml", "budjet", ["budget", "max_vms"], prefix="env.")
+    assert isinstance(err, cli.ConfigError) and isinstance(err, cli.UsageError) and isinstance(err, ValueError)
+    assert str(err) == "c.yaml: unknown key 'env.budjet' (did you mean 'budget'?); allowed under env: budget, max_vms"
+    assert cli.run_cli(lambda: (_ for _ in ()).throw(err)) == 2  # a config mistake is a user error on a command line
+    assert capsys.readouterr().err.startswith("error: c.yaml: unknown key 'env.budjet'")
+    with pytest.raises(cli.ConfigError, match=r"x: unknown key 'zzz'; allowed under a thing: a, b"):
+        cli.check_keys("x", {"a": 1, "zzz": 2}, ["b", "a"], section="a thing")  # no close match: no suggestion
+    with pytest.raises(cli.ConfigError, match=r"x: 'env' must be a mapping of a, b; got list"):
+        cli.check_keys("x", [1, 2], ["a", "b"], prefix="env.")
+    cli.check_keys("x", {"a": 1}, ["a", "b"])
+
+
+def test_help_formatter_shows_each_default_once():
+    parser = cli.ArgumentParser(prog="p", formatter_class=cli.HelpFormatter, description="95% sure")
+    parser.add_argument("--a", type=int, default=3, help="plain")
+    parser.add_argument("--b", default=None, help="explained (default: the config's)")
+    parser.add_argument("--c", nargs="+", type=int, default=[0, 1], help="a list")
+    parser.add_argument("--d", default="50%", help="a share")
+    parser.add_argument("--e", action="store_true", help="a switch")
+    text = parser.format_help()
+    assert "95% sure" in text and "plain (default: 3)" in text and "a list (default: 0 1)" in text
+    assert "explained (default: the config's)" in text and "(default: None)" not in text
+    assert "a share (default: 50%)" in text and "a switch\n" in text and "False" not in text

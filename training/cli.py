@@ -1,17 +1,26 @@
-"""``train.py``'s command line: parse, check, dispatch; user mistakes end in one line and exit 2."""
+"""``train.py``'s command line: parse, check, dispatch.
+
+User mistakes follow :mod:`digital_twin.cli`'s rule (one ``error:`` line, exit status 2, the
+traceback only with ``--debug``), and a refused run leaves no run folder behind: the config, the
+env config it names and ``init_from`` are checked before the folder is created, and a mistake only
+found once training has started (an ``init_from`` policy that does not fit) removes the folder it
+had just created.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
-import traceback
 from pathlib import Path
 
+from digital_twin.cli import USAGE_ERROR, ArgumentParser, HelpFormatter, UsageError, add_debug_flag, \
+    check_writable_dir, run_cli
 from training.config import ConfigError, list_train_configs, load_train_config
 from training.runs import CheckpointError, new_run_dir, python_command, read_run
 
-USAGE_ERROR = 2
+__all__ = ["USAGE_ERROR", "main", "parse_args", "run"]
 
 
 def _epilog() -> str:
@@ -28,9 +37,9 @@ def _epilog() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="train.py", description="Train an agent on a clustergym environment from a YAML config.",
-        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog(), formatter_class=HelpFormatter)
     parser.add_argument("config", nargs="?", help="training config (configs/train/*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides of config values, e.g. ppo.learning_rate=1e-4 total_timesteps=4096")
@@ -40,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
                         help="Weights & Biases mode (default: $WANDB_MODE, else offline)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors too")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -55,6 +64,7 @@ def _start_wandb(mode: str, run_dir: Path, config: dict, run_id: str, resume: bo
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train (or resume) as the parsed command line says; returns the exit status."""
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume takes the run folder only; its config.yaml is the config "
@@ -66,10 +76,24 @@ def run(args: argparse.Namespace) -> int:
         if not args.config:
             raise ConfigError("a config is required, e.g. python train.py configs/train/vm_quick.yaml (see --help)")
         config = load_train_config(args.config, args.overrides)
-        parent = Path(args.runs_dir)
+        parent = check_writable_dir(args.runs_dir, "--runs-dir")
+        created_parent = not parent.exists()
         run_dir = new_run_dir(parent, args.run_name, Path(args.config).stem, config, python_command())
         config, info = read_run(run_dir)
         resume = False
+    try:
+        return _train(args, config, run_dir, info, resume)
+    except (UsageError, CheckpointError):
+        if not resume and not (run_dir / "checkpoint").exists():
+            # Refused before anything was learnt (e.g. an init_from policy that does not fit): the
+            # folder this call created holds nothing worth keeping.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if created_parent and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
+
+
+def _train(args: argparse.Namespace, config: dict, run_dir: Path, info: dict, resume: bool) -> int:
     print(f"run folder: {run_dir}", file=sys.stderr)
     if config.get("algorithm", "maskable_ppo") == "bc":
         from training.imitation import train
@@ -98,17 +122,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python train.py`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ship"]:
         from training.ship import main as ship
 
         return ship(argv[1:])
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (ConfigError, CheckpointError) as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-
+    return run_cli(lambda: run(args), debug=args.debug, user_errors=(CheckpointError,))

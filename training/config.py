@@ -22,23 +22,27 @@ rate, value-loss weight) and ``ppo.gamma`` / ``ppo.max_grad_norm``; ``init_from`
 or ``model.zip``) starts ``maskable_ppo`` from a saved policy's weights.
 
 Every key is checked: an unknown one is refused with the allowed keys and a did-you-mean, a value
-of the wrong type or range with what is allowed.
+of the wrong type or range with what is allowed; the ``env`` section and the env config it names
+are checked by the VM config's own schema (:func:`envs.vm_sources.load_vm_config`), as
+``evaluate.py`` and ``make_vm_env`` check them. All of it happens before a run folder is created.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from digital_twin.cli import ConfigError, UsageError, check_keys, read_yaml
 from digital_twin.resources import bundled_path, resolve_path
 
-
-class ConfigError(ValueError):
-    """A user mistake in a config file or an override: the message is one line, shown as it is."""
+__all__ = ["ConfigError", "DEFAULTS", "MODEL_KINDS", "check_model_path", "list_train_configs", "load_train_config",
+           "parse_override", "train_configs_dir"]
+# ConfigError is digital_twin.cli's: one class of config mistake for every entry point (a UsageError
+# there, a ValueError for library callers); it is re-exported here for the training code.
 
 
 # Defaults of every key; a key not listed here is refused.
@@ -87,7 +91,8 @@ ALGORITHMS = {"vm_rescheduling": ("maskable_ppo", "bc")}
 TEACHERS = ("greedy", "beam", "cpsat", "cpsat_lns", "ffd")
 """Planners ``bc.teacher`` may name (``agents.vm.VM_PLANNERS`` keys; not random)."""
 POLICIES = {"vm_rescheduling": ("graph", "mlp")}
-# Sections whose keys are free-form (passed to a constructor that checks them itself).
+# Sections whose keys are not listed in DEFAULTS: ``policy`` is passed to the policy's constructor,
+# ``env`` is checked against the env's own parameters (envs.vm_rescheduling.check_env_options).
 FREE_FORM = ("policy", "env")
 _POSITIVE_INTS = ("n_envs", "total_timesteps", "torch_threads", "ppo.n_steps", "ppo.batch_size", "ppo.n_epochs",
                   "eval.every_timesteps", "eval.episodes", "checkpoint.every_updates", "bc.demonstrations",
@@ -116,24 +121,19 @@ def list_train_configs() -> list[tuple[Path, str]]:
     return out
 
 
-def _did_you_mean(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _check_keys(where: str, given: dict[str, Any], allowed: dict[str, Any], prefix: str = "") -> None:
+    check_keys(where, given, allowed, prefix)
     for key, value in given.items():
         name = f"{prefix}{key}"
-        if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {name!r}{_did_you_mean(key, list(allowed))}; "
-                              f"allowed: {', '.join(sorted(allowed))}")
         if key in FREE_FORM and not prefix:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {name!r} must be a mapping, got {value!r}")
+            if key == "env":
+                from envs.vm_rescheduling import check_env_options
+
+                check_env_options(where, value, prefix="env.")
             continue
         if isinstance(allowed[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: {name!r} must be a mapping of {', '.join(sorted(allowed[key]))}, got {value!r}")
             _check_keys(where, value, allowed[key], prefix=f"{name}.")
 
 
@@ -218,6 +218,9 @@ def _check_values(where: str, config: dict[str, Any]) -> None:
     env_path = resolve_path(config["env_config"])
     if not env_path.is_file():
         raise ConfigError(f"{where}: env_config {config['env_config']!r} does not exist")
+    from envs.vm_sources import load_vm_config
+
+    load_vm_config(env_path)  # the env config's own schema: its mistakes are named in its file
     if config["algorithm"] == "bc" and name != "graph":
         raise ConfigError(f"{where}: algorithm bc trains policy.name graph (the pointer heads it clones into), got {name!r}")
     if config["bc"]["teacher"] not in TEACHERS:
@@ -228,16 +231,63 @@ def _check_values(where: str, config: dict[str, Any]) -> None:
             raise ConfigError(f"{where}: init_from is for algorithm maskable_ppo, not {config['algorithm']}")
         if not isinstance(init_from, str) or not init_from:
             raise ConfigError(f"{where}: init_from must be null or a run folder / model.zip path, got {init_from!r}")
-        from agents.vm.agent import resolve_model_path
-
-        try:
-            resolve_model_path(resolve_path(init_from))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{where}: init_from: {exc}") from None
+        check_model_path(f"{where}: init_from {init_from}", resolve_path(init_from))
     batch = config["ppo"]["n_steps"] * config["n_envs"]
     if config["ppo"]["batch_size"] > batch:
         raise ConfigError(f"{where}: ppo.batch_size {config['ppo']['batch_size']} is larger than a rollout "
                           f"(ppo.n_steps x n_envs = {batch})")
+
+
+MODEL_KINDS = "a model.zip written by train.py, or a run folder with best/ or last/ (runs/<run>)"
+"""What ``init_from`` (and ``evaluate.py --policies agent:PATH``) take."""
+
+
+def check_model_path(where: str, path: Path, takes: str = MODEL_KINDS) -> Path:
+    """The model.zip ``path`` names, checked to be a saved SB3 model without importing torch.
+
+    Used for ``init_from`` here, before the run folder exists (a model that does not fit the
+    config's policy is only found out once the policy is built, in ``training/maskable_ppo.py``),
+    and by ``evaluate.py`` for ``agent:PATH``.
+
+    Args:
+        where: what to name in the message (``"<file>: init_from <path>"``, ``"--policies agent:x"``).
+        path: the path given.
+        takes: what the message says the path may be.
+
+    Raises:
+        ConfigError: nothing there, a folder without a model, or a file that is not a saved model.
+    """
+    from agents.vm.agent import resolve_model_path
+
+    try:
+        model = resolve_model_path(path)
+    except FileNotFoundError:
+        what = ("no model found: no model.zip in that folder (nor in best/ or last/)" if path.is_dir()
+                else "not found (no such file or folder)")
+        raise ConfigError(f"{where}: {what}; give {takes}") from None
+    # What an SB3 model's save() writes: a zip holding the pickled "data" and the weights "policy.pth".
+    if not zipfile.is_zipfile(model) or not {"data", "policy.pth"} <= set(zipfile.ZipFile(model).namelist()):
+        raise ConfigError(f"{where}: {model} is not a saved model; give {takes}")
+    return model
+
+
+def _read_document(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a training config file, or a one-line ConfigError."""
+    p = resolve_path(path)
+    where = str(path)
+    if not p.exists():
+        bundled = ", ".join(str(q.relative_to(train_configs_dir().parents[1])) for q, _ in list_train_configs())
+        raise ConfigError(f"{where}: no such config file (bundled training configs: {bundled})")
+    try:
+        doc = read_yaml(p)
+    except UsageError as exc:
+        raise ConfigError(str(exc).replace(str(p), where, 1)) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping of {', '.join(sorted(DEFAULTS))}, got {type(doc).__name__}")
+    if {"train_source", "eval_source"} & set(doc) and not set(doc) & {"env_config", "algorithm", "ppo"}:
+        raise ConfigError(f"{where}: this is an env config (it has train_source / eval_source), not a training "
+                          "config; a training config names it as env_config (see configs/train/*.yaml)")
+    return doc
 
 
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -253,21 +303,8 @@ def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     Raises:
         ConfigError: a one-line message naming the file or override, what is wrong, what is allowed.
     """
-    p = resolve_path(path)
     where = str(path)
-    if not p.is_file():
-        raise ConfigError(f"{where}: no such config file (bundled training configs: "
-                          f"{', '.join(str(q.relative_to(train_configs_dir().parents[1])) for q, _ in list_train_configs())})")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{where}: not valid YAML{at}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: not a text file") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{where}: expected a mapping of {', '.join(sorted(DEFAULTS))}, got {type(doc).__name__}")
+    doc = _read_document(path)
     _check_keys(where, doc, DEFAULTS)
     config = _merge(DEFAULTS, doc)
     for text in overrides:

@@ -2,7 +2,9 @@
 
 Configs come from YAML (``configs/microservice_autoscaling/*.yaml``; see
 ``online_boutique_worldcup.yaml`` for every key with a comment), a mapping, or a built-in name;
-:func:`config_from_dict` checks every key and names the file, key and reason on error.
+:func:`config_from_dict` checks every key and names the file, key and reason on error: an unknown
+key with the allowed ones and a did-you-mean (:func:`digital_twin.cli.unknown_key`, the wording
+every config of clustergym uses), as a :class:`~digital_twin.cli.ConfigError` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from digital_twin.cli import ConfigError, UsageError, check_keys, did_you_mean, read_yaml
 from digital_twin.resources import bundled_path, resolve_path
 from envs.microservice.rewards import MISSION_TERMS, RewardWeights
 
@@ -144,8 +146,8 @@ def _path(value: str) -> str:
     return str(resolve_path(value)) if Path(value).suffix else value
 
 
-def _err(source: str, key: str, reason: str) -> ValueError:
-    return ValueError(f"{source}: key '{key}': {reason}")
+def _err(source: str, key: str, reason: str) -> ConfigError:
+    return ConfigError(f"{source}: key '{key}': {reason}")
 
 
 def _number(source: str, key: str, value: Any, lower: float = 0.0, strict: bool = False, integer: bool = False) -> float:
@@ -163,7 +165,8 @@ def _weights(source: str, key: str, doc: Any) -> dict[str, float]:
         raise _err(source, key, f"expected a mapping of mission terms, got {doc!r}")
     for term, w in doc.items():
         if term not in MISSION_TERMS:
-            raise _err(source, f"{key}.{term}", f"unknown mission term; expected one of {MISSION_TERMS}")
+            raise _err(source, f"{key}.{term}", f"unknown mission term{did_you_mean(term, MISSION_TERMS)}; "
+                                                f"expected one of {', '.join(MISSION_TERMS)}")
         _number(source, f"{key}.{term}", w)
     return {str(k): float(v) for k, v in doc.items()}
 
@@ -180,14 +183,15 @@ def _variants(source: str, doc: Any) -> tuple[ScenarioVariant, ...]:
         where = f"scenarios[{i}]"
         if not isinstance(entry, dict) or "name" not in entry:
             raise _err(source, where, "expected a mapping {name, weight, scenarios | file}")
-        unknown = set(entry) - {"name", "weight", "scenarios", "file"}
-        if unknown:
-            raise _err(source, f"{where}.{sorted(unknown)[0]}", "unknown key; expected name, weight, scenarios, file")
+        check_keys(source, entry, ("name", "weight", "scenarios", "file"), prefix=f"{where}.")
         specs = list(entry.get("scenarios") or [])
         if "file" in entry:
-            from digital_twin.microservices.scenarios import load_scenarios
+            from digital_twin.microservices.scenarios import ScenarioError, load_scenarios
 
-            specs += load_scenarios(_path(str(entry["file"])))
+            try:
+                specs += load_scenarios(_path(str(entry["file"])))
+            except (OSError, ScenarioError) as exc:  # the scenario file's own message names it
+                raise _err(source, f"{where}.file", str(exc)) from None
         weight = _number(source, f"{where}.weight", entry.get("weight", 1.0), strict=True)
         variants.append(ScenarioVariant(str(entry["name"]), float(weight), tuple(specs)))
     if len({v.name for v in variants}) != len(variants):
@@ -197,9 +201,7 @@ def _variants(source: str, doc: Any) -> tuple[ScenarioVariant, ...]:
 
 def _agents(source: str, doc: Any) -> AgentsConfig:
     doc = dict(doc or {})
-    unknown = set(doc) - {"layout", "shared_reward_weight", "per_service_mission", "roles"}
-    if unknown:
-        raise _err(source, f"agents.{sorted(unknown)[0]}", "unknown key")
+    check_keys(source, doc, ("layout", "shared_reward_weight", "per_service_mission", "roles"), prefix="agents.")
     layout = doc.get("layout", "per_service")
     if layout not in LAYOUTS:
         raise _err(source, "agents.layout", f"expected one of {LAYOUTS}, got {layout!r}")
@@ -216,9 +218,7 @@ def _agents(source: str, doc: Any) -> AgentsConfig:
         for name, spec in roles_doc.items():
             key = f"agents.roles.{name}"
             spec = dict(spec or {})
-            unknown = set(spec) - {"services", "moves", "mission"}
-            if unknown:
-                raise _err(source, f"{key}.{sorted(unknown)[0]}", "unknown key; expected services, moves, mission")
+            check_keys(source, spec, ("services", "moves", "mission"), prefix=f"{key}.")
             services = spec.get("services", "all")
             if isinstance(services, list):
                 services = tuple(str(s) for s in services)
@@ -244,9 +244,7 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> Microservic
     """
     if not isinstance(doc, dict):
         raise _err(source, "<document>", f"expected a mapping, got {type(doc).__name__}")
-    for key in doc:
-        if key not in _KEYS:
-            raise _err(source, str(key), f"unknown key; expected one of {sorted(_KEYS)}")
+    check_keys(source, doc, _KEYS, section="an autoscaling config")
     kw: dict[str, Any] = {"source": source}
     for key in ("name", "description", "trace"):
         if key in doc:
@@ -280,7 +278,10 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> Microservic
             raise _err(source, "action_deltas", f"expected a list of distinct integers containing 0, got {deltas!r}")
         kw["action_deltas"] = tuple(int(_number(source, "action_deltas", d, -np.inf, integer=True)) for d in deltas)
     if "reward" in doc:
-        kw["reward"] = RewardWeights.from_dict(doc["reward"], source)
+        try:
+            kw["reward"] = RewardWeights.from_dict(doc["reward"], source)
+        except ValueError as exc:  # its message names the file and the key
+            raise ConfigError(str(exc)) from None
     kw["scenarios"] = _variants(source, doc.get("scenarios"))
     if "agents" in doc:
         kw["agents"] = _agents(source, doc["agents"])
@@ -318,11 +319,20 @@ def load_config(config: str | Path | dict | MicroserviceConfig | None = None, **
         else:
             path = resolve_path(path)
         if not path.exists():
-            raise FileNotFoundError(f"config {str(config)!r}: no such file and not a built-in ({', '.join(builtin_configs())})")
+            raise ConfigError(f"config {str(config)!r}: no such file and not a built-in "
+                              f"({', '.join(builtin_configs())}){did_you_mean(str(config), builtin_configs())}")
         source = str(path)
-        config = yaml.safe_load(path.read_text()) or {}
+        try:
+            config = read_yaml(path)
+        except UsageError as exc:
+            raise ConfigError(str(exc)) from None
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            raise _err(source, "<document>", f"expected a mapping of config keys, got {type(config).__name__}")
         config.setdefault("name", path.stem)
     doc = dict(config)
+    check_keys(f"{source} (keyword overrides)", overrides, _KEYS, section="an autoscaling config")
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):
             doc[key] = {**doc[key], **value}

@@ -76,8 +76,4 @@ def test_recovery_and_breach_helpers():
     assert np.isnan(recovery_minutes(v, onset_step=None, step_minutes=0.25, hold_steps=1))
 
 
-def test_unknown_policy_and_scenario_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="unknown autoscaling policy 'bogus'"):
-        main([CONFIG, "--policies", "bogus", "--out-dir", str(tmp_path), "--no-progress"])
-    with pytest.raises(SystemExit, match="unknown scenario"):
-        main([CONFIG, "--scenarios", "meteor", "--out-dir", str(tmp_path), "--no-progress"])
+# User mistakes (unknown policies and scenarios, ...) are in test_cli_errors.py, one case list per class.

@@ -112,20 +112,7 @@ def test_summary_json_is_valid_json_without_nan(tmp_path):
     assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": [None, 2.0]}
 
 
-@pytest.mark.parametrize("flag, value", [("--time-limit", "-1"), ("--time-limit", "0"), ("--budget", "-5"),
-                                         ("--episodes", "0"), ("--seeds", "-1"), ("--time-limits", "x")])
-def test_bad_numbers_are_refused_with_one_line(tmp_path, capsys, flag, value):
-    with pytest.raises(SystemExit) as exc:
-        main([CONFIG, flag, value, "--out-dir", str(tmp_path), "--no-progress"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("evaluate.py: error: argument " + flag) and "Traceback" not in "\n".join(err)
-    assert not any(tmp_path.iterdir())  # no empty results folder
-
-
-def test_unknown_policy_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="unknown VM policy 'bogus'"):
-        main([CONFIG, "--policies", "bogus", "--out-dir", str(tmp_path), "--no-progress"])
+# User mistakes (bad numbers, unknown policies, ...) are in test_cli_errors.py, one case list per class.
 
 
 def test_bootstrap_interval():

@@ -196,3 +196,46 @@ def test_bad_yaml_is_a_one_line_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("ppo: {learning_rate: [1,\n  n_steps: 3\n")
     _one_line_error(train(str(bad), "--runs-dir", str(tmp_path / "runs"), check=False), "bad.yaml", "not valid YAML", "line")
+
+
+# ---------------------------------------------------------------------- mistakes found in what the config names
+def test_env_config_and_env_section_are_checked_by_the_env_schema(tmp_path):
+    runs = tmp_path / "runs"
+    cfg = tiny_config(tmp_path)
+    env_path = tmp_path / "env_tiny.yaml"
+    env_path.write_text(yaml.safe_dump(dict(TINY_ENV, env={"budjet": 5})))
+    _one_line_error(train(str(cfg), "--runs-dir", str(runs), check=False),
+                    "env_tiny.yaml: unknown key 'env.budjet' (did you mean 'budget'?); allowed under env: budget")
+    env_path.write_text(yaml.safe_dump(dict(TINY_ENV, eval_source=dict(TINY_ENV["eval_source"], kind="filez"))))
+    _one_line_error(train(str(cfg), "--runs-dir", str(runs), check=False),
+                    "eval_source: unknown kind 'filez' (did you mean 'files'?)")
+    env_path.write_text(yaml.safe_dump(TINY_ENV))
+    _one_line_error(train(str(cfg), "env.budjet=5", "--runs-dir", str(runs), check=False),
+                    "unknown key 'env.budjet' (did you mean 'budget'?)")
+    _one_line_error(train(str(cfg), "env.budget=-5", "--runs-dir", str(runs), check=False),
+                    "env.budget must be an integer >= 1, got -5")
+    _one_line_error(train("configs/vm_rescheduling/azure_small.yaml", "--runs-dir", str(runs), check=False),
+                    "this is an env config (it has train_source / eval_source), not a training config")
+    _one_line_error(train(str(cfg), "--runs-dir", "/proc/never", check=False), "--runs-dir /proc/never")
+    assert not runs.exists(), "a refused run must leave no folder behind"
+
+
+@pytest.mark.parametrize("init_from, needles", [
+    ("{tmp}/nope", ["init_from", "nope: not found (no such file or folder); give a model.zip written by train.py, or a run folder"]),
+    ("README.md", ["init_from README.md", "README.md is not a saved model"]),
+    ("{tmp}", ["no model found: no model.zip in that folder (nor in best/ or last/)"]),
+])
+def test_init_from_that_is_no_model_is_refused_before_the_run_folder(tmp_path, init_from, needles):
+    runs = tmp_path / "runs"
+    cfg = tiny_config(tmp_path)
+    _one_line_error(train(str(cfg), f"init_from={init_from.replace('{tmp}', str(tmp_path))}", "--runs-dir", str(runs),
+                          check=False), *needles)
+    assert not runs.exists(), "a refused run must leave no folder behind"
+
+
+def test_init_from_a_policy_that_does_not_fit_leaves_no_folder(finished_run, tmp_path):
+    runs = tmp_path / "runs"
+    cfg = tiny_config(tmp_path, policy={"name": "mlp", "net_arch": [16, 16]})  # the saved one has net_arch [32]
+    proc = train(str(cfg), f"init_from={finished_run / 'done'}", "--runs-dir", str(runs), "--run-name", "x", check=False)
+    _one_line_error(proc, "does not fit this config's policy")
+    assert not runs.exists(), "the run folder made before the policy was built must be removed again"

@@ -20,8 +20,13 @@ Goal: the sets cost little next to the env itself: with sets >= 0.8x the steps/s
 >= 20,000 steps/s where the snapshot without sets reaches it. ``--snapshot FILE`` measures a
 VMR2L-schema file instead (for instance a production snapshot with its own sets).
 
+``--against FILE`` also measures another version of the env module (a copy of
+``envs/vm_rescheduling.py``, e.g. ``git show HEAD~1:envs/vm_rescheduling.py > /tmp/old_env.py``)
+on both snapshots, alternating with the current one in the same process, and prints the ratio: a
+before/after comparison that a loaded machine disturbs far less than two separate runs.
+
 Run with ``OMP_NUM_THREADS=1`` on an otherwise idle machine:
-``python bench/vm_sets.py [--seconds 2] [--rounds 3]``.
+``python bench/vm_sets.py [--seconds 2] [--rounds 3] [--against /tmp/old_env.py]``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.vm.plan import resolve_budget  # noqa: E402
 from digital_twin.vm import Snapshot, load_snapshot  # noqa: E402
 from digital_twin.vm.deployment_sets import production_like_snapshot, strip_deployment_sets  # noqa: E402
 from envs.vm_rescheduling import VMReschedulingEnv  # noqa: E402
@@ -47,11 +53,17 @@ RATIO_GOAL = 0.8
 STEPS_GOAL = 20_000
 
 
-def steps_per_second(snapshot: Snapshot, seconds: float, seed: int = 0) -> tuple[float, int]:
-    """Random masked play on ``snapshot`` for ``seconds``; returns (steps/s, episodes finished)."""
+def steps_per_second(snapshot: Snapshot, seconds: float, seed: int = 0,
+                     env_class: type = VMReschedulingEnv) -> tuple[float, int]:
+    """Random masked play on ``snapshot`` for ``seconds``; returns (steps/s, episodes finished).
+
+    The budget is the snapshot's own (passed explicitly, so that an older env module, whose
+    default differed, plays the same episodes).
+    """
     hosts = sum(c.num_hosts for c in snapshot.clusters)
     vms = sum(c.num_vms for c in snapshot.clusters)
-    env = VMReschedulingEnv(source=FixedSource([snapshot]), max_hosts=hosts, max_vms=vms)
+    budget = resolve_budget(snapshot)[0]
+    env = env_class(source=FixedSource([snapshot]), max_hosts=hosts, max_vms=vms, budget=budget)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     steps = episodes = 0
@@ -67,6 +79,16 @@ def steps_per_second(snapshot: Snapshot, seconds: float, seed: int = 0) -> tuple
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return steps / elapsed, episodes
+
+
+def load_env_class(path: Path) -> type:
+    """``VMReschedulingEnv`` of another copy of the env module (``--against``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_vm_rescheduling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.VMReschedulingEnv
 
 
 def describe(snapshot: Snapshot) -> str:
@@ -87,11 +109,16 @@ def main() -> None:
                         help="alternating measurements per side; the best is kept (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated snapshot (default 0)")
     parser.add_argument("--snapshot", type=Path, help="measure this VMR2L-schema file instead of a generated one")
+    parser.add_argument("--against", type=Path, metavar="FILE",
+                        help="also measure this copy of envs/vm_rescheduling.py (an older version), alternating "
+                             "with the current one, and print after/before ratios")
     args = parser.parse_args()
     if args.seconds <= 0:
         parser.error(f"--seconds must be positive, got {args.seconds}")
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.against is not None and not args.against.is_file():
+        parser.error(f"--against {args.against}: no such file (give a copy of envs/vm_rescheduling.py)")
     if args.snapshot is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the file's free-value quirks are not what is measured
@@ -99,14 +126,18 @@ def main() -> None:
     else:
         with_sets = production_like_snapshot(args.seed)
     without = strip_deployment_sets(with_sets)
-    budget = with_sets.requirement.maximum_migration
+    budget, source = resolve_budget(with_sets)
     print(f"VMRescheduling-v0, random masked actions, obs + mask every step (OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); budget {budget if budget is not None else 50}")
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); budget {budget} ({source})")
     print(f"snapshot {with_sets.source}: {describe(with_sets)}")
-    runs: dict[str, list[tuple[float, int]]] = {"sets": [], "bare": []}
+    reference = load_env_class(args.against) if args.against is not None else None
+    runs: dict[str, list[tuple[float, int]]] = {"sets": [], "bare": [], "sets_ref": [], "bare_ref": []}
     for _ in range(args.rounds):
         runs["sets"].append(steps_per_second(with_sets, args.seconds))
         runs["bare"].append(steps_per_second(without, args.seconds))
+        if reference is not None:
+            runs["sets_ref"].append(steps_per_second(with_sets, args.seconds, env_class=reference))
+            runs["bare_ref"].append(steps_per_second(without, args.seconds, env_class=reference))
     (rate_sets, episodes_sets), (rate_bare, episodes_bare) = max(runs["sets"]), max(runs["bare"])
     ratio = rate_sets / rate_bare
     print(f"{'best of ' + str(args.rounds):<22}{'env steps/s':>13}{'episodes':>10}   all rounds")
@@ -121,6 +152,11 @@ def main() -> None:
         verdict += (f"; the env without sets runs under {STEPS_GOAL:,}/s on this snapshot, "
                     "so that goal is not judged here")
     print(verdict)
+    if reference is not None:
+        print(f"against {args.against} (best of {args.rounds}, same process, alternating):")
+        for label, key in (("with sets", "sets"), ("without sets", "bare")):
+            now, before = max(runs[key])[0], max(runs[key + "_ref"])[0]
+            print(f"  {label:<20}{before:>10,.0f} -> {now:,.0f} steps/s   x{now / before:.2f}")
 
 
 if __name__ == "__main__":

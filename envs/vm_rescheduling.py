@@ -13,8 +13,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from agents.vm.plan import resolve_budget
 from digital_twin.cli import ConfigError, check_keys
-from digital_twin.vm.cluster import Cluster, fleet_fragment_rate
+from digital_twin.vm.cluster import Cluster
 from digital_twin.vm.snapshot import Snapshot
 from envs.vm_sources import REAL_SNAPSHOTS, FileSource, SnapshotSource, load_vm_config, make_source
 
@@ -67,6 +68,21 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
     moved VM's row and its two hosts' rows change, and only those are rewritten
     (``incremental_obs=False`` rebuilds everything, for checking).
 
+    Every observation is new arrays (copies of the env's buffers, one ``memcpy`` each), shared
+    with nothing: it stays as it was however long it is held (rollout buffers, a policy diffing
+    consecutive observations), and the caller may modify it.
+
+    ## Info
+    Every ``reset`` and ``step``: ``fragment_rate`` (FR at 16 vCPU), ``fragment_rate_8``,
+    ``fragment_rate_32``, ``fragment_rate_start`` (FR at reset), ``migrations_used``, ``budget``
+    (this episode's), ``budget_source`` (where it came from: ``"config"`` for the env's
+    ``budget``, ``"options"`` for ``reset(options={"budget": ...})``, ``"snapshot"`` for the
+    file's ``maximum_migration``, ``"default"`` for 50), ``memory_moved_mb`` (memory of the VMs
+    migrated so far), ``phase`` and ``split`` (the source's). A phase-1 step adds ``migration``
+    (below); the step that ends the episode adds ``new_vm_capacity`` (new VMs of each type that
+    still fit, the one entry that costs more than a lookup, so computed only then); an invalid
+    action under ``"penalty"`` adds ``invalid_action`` and ``invalid_action_reason``.
+
     ## Rewards
     Phase 1: the decrease of FR caused by the migration (negative if it got worse); phase 0: 0.
     A phase-1 step's ``info["migration"]`` is the move made, ``(cluster index, VM, host,
@@ -93,7 +109,12 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
       the observation space (e.g. to keep a trained MLP's); a snapshot larger than that is refused
       at reset, naming the config key and the size it needs (the graph policy is size-agnostic,
       so a larger padding costs memory, not retraining).
-    * ``budget``: migration budget MNL (default 50; the snapshot's ``maximum_migration`` if smaller).
+    * ``budget``: migration budget MNL. Left out (None), each episode's is its snapshot's
+      ``general_requirement.maximum_migration`` (50 if the file states none); given (a config's
+      ``env.budget``), it overrides that, smaller or larger. ``reset(options={"budget": n})``
+      overrides both for one episode. The rule is :func:`agents.vm.plan.resolve_budget`, the one
+      every planner and ``evaluate.py`` follow, so the env and the baselines play an episode at one
+      budget.
     * ``invalid_action``: ``"raise"`` (``ValueError``, state unchanged) or ``"penalty"`` (state
       unchanged, reward ``-invalid_action_penalty``, ``info["invalid_action"] = True``).
     * ``incremental_obs``: update observations incrementally (default) or rebuild each step.
@@ -109,7 +130,7 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         source: SnapshotSource | dict[str, Any] | None = None,
         max_hosts: int | None = None,
         max_vms: int | None = None,
-        budget: int = 50,
+        budget: int | None = None,
         invalid_action: str = "raise",
         invalid_action_penalty: float = 0.01,
         incremental_obs: bool = True,
@@ -145,13 +166,18 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             "globals": spaces.Box(0.0, 1.0, (len(GLOBAL_FEATURES),), np.float32),
             "action_mask": spaces.Box(0, 1, (self.num_actions,), np.int8),
         })
-        # Observation buffers, reused across steps (copies are returned).
+        # Observation buffers, updated in place across steps (copies are returned: Gymnasium's
+        # checker requires observations that share no memory with each other).
         self._vm_features = np.zeros((max_vms, len(VM_FEATURES)), np.float32)
         self._host_features = np.zeros((max_hosts, len(HOST_FEATURES)), np.float32)
         self._vm_host = np.zeros(max_vms, np.int64)
         self._vm_mask = np.zeros(max_vms, np.int8)
         self._host_mask = np.zeros(max_hosts, np.int8)
         self._mask = np.zeros(self.num_actions, bool)
+        # Per cluster, its VMs' feature rows (they depend on static arrays, which copies of a
+        # snapshot share): computed once per template, not per episode (see _static_rows).
+        self._static_cache: dict[int, tuple] = {}
+        self._layout: tuple | None = None
         self.snapshot: Snapshot | None = None
 
     # ------------------------------------------------------------------ gym API
@@ -161,7 +187,10 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         Args:
             seed: seeds ``self.np_random``, which draws the snapshot.
             options: ``{"snapshot": Snapshot}`` to start from a given snapshot (it is copied),
-                ``{"budget": int}`` to override the budget for this episode.
+                ``{"budget": int}`` to override the budget for this episode (see ``budget``).
+
+        Raises:
+            ValueError: the snapshot is larger than the padding, or the budget is below 1.
         """
         super().reset(seed=seed)
         if seed is not None:
@@ -170,9 +199,12 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         snapshot = options.get("snapshot")
         self.snapshot = snapshot.copy() if snapshot is not None else self.source(self.np_random)
         self._bind(self.snapshot)
-        budget = int(options.get("budget", self.max_budget))
-        limit = self.snapshot.requirement.maximum_migration
-        self.budget = min(budget, limit) if limit is not None else budget
+        if options.get("budget") is not None:
+            self.budget, self.budget_source = resolve_budget(self.snapshot, int(options["budget"]), "options")
+        else:
+            self.budget, self.budget_source = resolve_budget(self.snapshot, self.max_budget, "config")
+        if self.budget < 1:
+            raise ValueError(f"budget must be at least 1 migration, got {self.budget} ({self.budget_source})")
         self.migrations_used = 0
         self.phase = PHASE_PICK_VM
         self.selected = -1
@@ -223,7 +255,7 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         return self._observation(), reward, terminated, False, info
 
     def action_masks(self) -> np.ndarray:
-        """Valid actions now, one bool per action (what ``MaskablePPO`` asks for)."""
+        """Valid actions now, one bool per action (what ``MaskablePPO`` asks for); a copy, the caller's own."""
         return self._mask.copy()
 
     def render(self) -> str | None:
@@ -237,28 +269,83 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
     def _bind(self, snapshot: Snapshot) -> None:
         """Lay the snapshot's clusters side by side in one global VM and host index."""
         clusters = snapshot.clusters
-        num_hosts = sum(c.num_hosts for c in clusters)
-        num_vms = sum(c.num_vms for c in clusters)
+        layout = tuple((c.num_hosts, c.num_vms) for c in clusters)
+        num_hosts = sum(h for h, _ in layout)
+        num_vms = sum(v for _, v in layout)
         if num_hosts > self.max_hosts or num_vms > self.max_vms:
             name = snapshot.source if snapshot.source != "<memory>" else \
                 f"a snapshot of {type(self.source).__name__}(split={self.source.split!r})"
             raise ValueError(padding_error(f"snapshot {name}", num_hosts, num_vms, self.max_hosts, self.max_vms))
         self._clusters: list[Cluster] = clusters
-        self._host_offset = np.cumsum([0] + [c.num_hosts for c in clusters]).tolist()
-        self._vm_offset = np.cumsum([0] + [c.num_vms for c in clusters]).tolist()
-        self._vm_cluster = np.repeat(np.arange(len(clusters)), [c.num_vms for c in clusters]).tolist()
-        self.num_hosts, self.num_vms = num_hosts, num_vms
+        if layout != self._layout:  # the index layout and the masks follow the cluster sizes only
+            self._layout = layout
+            self._host_offset = np.cumsum([0] + [h for h, _ in layout]).tolist()
+            self._vm_offset = np.cumsum([0] + [v for _, v in layout]).tolist()
+            self._vm_cluster = np.repeat(np.arange(len(clusters)), [v for _, v in layout]).tolist()
+            self.num_hosts, self.num_vms = num_hosts, num_vms
+            self._vm_mask[:] = 0
+            self._vm_mask[:num_vms] = 1
+            self._host_mask[:] = 0
+            self._host_mask[:num_hosts] = 1
         # Scales from the snapshot itself, so features never depend on padding.
-        self._cpu_scale = float(max(int(c.numa_cpu_total.max()) for c in clusters if c.num_hosts))
-        self._mem_scale = float(max(float(c.numa_mem_total.max()) for c in clusters if c.num_hosts))
-        self._vm_mask[:] = 0
-        self._vm_mask[:num_vms] = 1
-        self._host_mask[:] = 0
-        self._host_mask[:num_hosts] = 1
+        self._cpu_scale = float(max(int(self._static(c)[1]) for c in clusters if c.num_hosts))
+        self._mem_scale = float(max(float(self._static(c)[2]) for c in clusters if c.num_hosts))
+        self._rows = [self._static_rows(c) for c in clusters]
+
+    def _static(self, cluster: Cluster) -> tuple:
+        """``(arrays, largest NUMA vCPU, largest NUMA memory, rows by scales)`` of a cluster's static data.
+
+        Copies of a snapshot share their static arrays (``Cluster.copy``), so the entry of a
+        template serves every episode drawn from it; an entry is found by the identity of those
+        arrays (held, so never reused by another object).
+        """
+        arrays = (cluster.vm_cpu, cluster.vm_mem, cluster.vm_span, cluster.vm_allow_migration,
+                  cluster.numa_cpu_total, cluster.numa_mem_total)
+        entry = self._static_cache.get(id(cluster.vm_cpu))
+        if entry is None or any(a is not b for a, b in zip(entry[0], arrays)):
+            if len(self._static_cache) >= 16:  # generated sources: every snapshot is new, keep few
+                self._static_cache.clear()
+            empty = not cluster.num_hosts
+            entry = (arrays, 0 if empty else cluster.numa_cpu_total.max(), 0.0 if empty else cluster.numa_mem_total.max(), {})
+            self._static_cache[id(cluster.vm_cpu)] = entry
+        return entry
+
+    def _static_rows(self, cluster: Cluster) -> list:
+        """A cluster's VM feature rows, ``selected`` 0: ``[placement 0 (V, 7), placement 1 (V, 7), last block]``.
+
+        The VM features depend only on static arrays, the scales and the placement (which NUMA
+        node holds which part), so both variants are computed once per template and scales.
+        ``last block`` is ``(placement, rows)`` of the last full rebuild: an episode that starts
+        from the template's placement (every episode of a file or fixed source) copies it whole.
+        """
+        by_scale = self._static(cluster)[3]
+        scales = (self._cpu_scale, self._mem_scale)
+        rows = by_scale.get(scales)
+        if rows is None:
+            cpu = cluster.vm_cpu.astype(np.float32)
+            mem = cluster.vm_mem.astype(np.float32)
+            cs, ms = scales
+            span, allow = (cluster.vm_span == 2)[:, None], cluster.vm_allow_migration[:, None]
+            zero = np.zeros((cluster.num_vms, 1), np.float32)
+            canonical = np.concatenate([cpu / cs, mem / ms, span, allow, zero], axis=1).astype(np.float32)
+            swapped = np.concatenate([cpu[:, ::-1] / cs, mem[:, ::-1] / ms, span, allow, zero], axis=1).astype(np.float32)
+            rows = by_scale[scales] = [canonical, swapped, None]
+        return rows
 
     def _refresh_fragment_rates(self) -> None:
-        """Snapshot-wide FR at 16, 8 and 32 vCPU, recomputed from the clusters' running sums after a change."""
-        self._fr = tuple(fleet_fragment_rate(self._clusters, size) for size in (16, 8, 32))
+        """Snapshot-wide FR at 16, 8 and 32 vCPU, recomputed from the clusters' running sums after a change.
+
+        :func:`~digital_twin.vm.cluster.fleet_fragment_rate`'s definition (the clusters' numerators
+        summed over their summed free vCPU, 0 when none is free), the three sizes in one pass.
+        """
+        free = frag16 = frag8 = frag32 = 0
+        for c in self._clusters:
+            numerator, denominator = c.fragment_sums(16)
+            free += denominator
+            frag16 += numerator
+            frag8 += c.fragment_sums(8)[0]
+            frag32 += c.fragment_sums(32)[0]
+        self._fr = (frag16 / free, frag8 / free, frag32 / free) if free else (0.0, 0.0, 0.0)
 
     # ------------------------------------------------------------------ masks
     def _set_mask(self) -> None:
@@ -303,50 +390,47 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         return self._observation(), -float(self.invalid_action_penalty), False, False, info
 
     # ------------------------------------------------------------------ observations
-    def _vm_rows(self, cluster: Cluster, local: np.ndarray | slice) -> np.ndarray:
-        """Feature rows of some of a cluster's VMs (all columns but ``selected``)."""
-        swap = cluster.vm_placement[local] == 1
-        cpu = cluster.vm_cpu[local].astype(np.float32)
-        mem = cluster.vm_mem[local].astype(np.float32)
-        cpu = np.where(swap[:, None], cpu[:, ::-1], cpu) / self._cpu_scale
-        mem = np.where(swap[:, None], mem[:, ::-1], mem) / self._mem_scale
-        return np.concatenate(
-            [cpu, mem, (cluster.vm_span[local] == 2)[:, None], cluster.vm_allow_migration[local][:, None]], axis=1
-        )
-
-    def _host_rows(self, cluster: Cluster, local: np.ndarray | slice) -> np.ndarray:
-        free_cpu = cluster.free_cpu[local]
-        return np.concatenate([
-            free_cpu / self._cpu_scale,
-            cluster.free_mem[local] / self._mem_scale,
-            (free_cpu % 16) / 16.0,
-            cluster.host_active[local][:, None],
-        ], axis=1)
-
     def _rebuild_features(self) -> None:
-        self._vm_features[:] = 0.0
-        self._host_features[:] = 0.0
-        self._vm_host[:] = 0
+        """Write every row of the observation buffers from the clusters (reset; every step with ``incremental_obs=False``)."""
+        vm_features, host_features, vm_host = self._vm_features, self._host_features, self._vm_host
+        cs, ms = self._cpu_scale, self._mem_scale
         for c, cluster in enumerate(self._clusters):
             v0, h0 = self._vm_offset[c], self._host_offset[c]
-            self._vm_features[v0: v0 + cluster.num_vms, :6] = self._vm_rows(cluster, slice(None))
-            self._host_features[h0: h0 + cluster.num_hosts] = self._host_rows(cluster, slice(None))
-            self._vm_host[v0: v0 + cluster.num_vms] = cluster.vm_host + h0
+            variants = self._rows[c]
+            canonical, swapped, last = variants
+            rows = vm_features[v0: v0 + cluster.num_vms]
+            if last is not None and np.array_equal(last[0], cluster.vm_placement):
+                rows[:] = last[1]
+            else:
+                rows[:] = canonical
+                swap = np.flatnonzero(cluster.vm_placement == 1)
+                if swap.size:
+                    rows[swap] = swapped[swap]
+                if self.incremental_obs:  # (rebuilding every step, there is no episode start to keep)
+                    variants[2] = (cluster.vm_placement.copy(), rows.copy())
+            np.add(cluster.vm_host, h0, out=vm_host[v0: v0 + cluster.num_vms])
+            hosts = host_features[h0: h0 + cluster.num_hosts]
+            free_cpu = cluster.free_cpu
+            hosts[:, 0:2] = free_cpu / cs  # float64, then stored as float32 (as the incremental update does)
+            hosts[:, 2:4] = cluster.free_mem / ms
+            hosts[:, 4:6] = (free_cpu & 15) / 16.0  # = free_cpu % 16 for int64, several times faster
+            hosts[:, 6] = cluster.host_active
+        vm_features[self.num_vms:] = 0.0
+        host_features[self.num_hosts:] = 0.0
+        vm_host[self.num_vms:] = 0
         if self.selected >= 0:
-            self._vm_features[self.selected, 6] = 1.0
+            vm_features[self.selected, 6] = 1.0
 
     def _update_features(self, c: int, vm: int, src: int, dst: int) -> None:
         """Rewrite the rows a migration changed: the VM's and its old and new host's."""
         cluster = self._clusters[c]
         local = vm - self._vm_offset[c]
         h0 = self._host_offset[c]
-        # One row: plain Python is several times faster than numpy on 1-element arrays.
-        cpu, mem = cluster.vm_cpu[local].tolist(), cluster.vm_mem[local].tolist()
-        if cluster.vm_placement[local] == 1:
-            cpu, mem = cpu[::-1], mem[::-1]
-        cs, ms = self._cpu_scale, self._mem_scale
-        self._vm_features[vm, :4] = (cpu[0] / cs, cpu[1] / cs, mem[0] / ms, mem[1] / ms)
+        canonical, swapped, _ = self._rows[c]
+        self._vm_features[vm, :4] = (swapped if cluster.vm_placement.item(local) == 1 else canonical)[local, :4]
         self._vm_host[vm] = dst + h0
+        # Two host rows: plain Python is several times faster than numpy on 1-element arrays.
+        cs, ms = self._cpu_scale, self._mem_scale
         for host in (src, dst):
             free_cpu, free_mem = cluster.free_cpu[host].tolist(), cluster.free_mem[host].tolist()
             self._host_features[host + h0, :6] = (
@@ -366,7 +450,7 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             "host_mask": self._host_mask.copy(),
             "selected_vm": np.array([self.selected], dtype=np.int64),
             "globals": globals_,
-            "action_mask": self._mask.astype(np.int8),
+            "action_mask": self._mask.view(np.int8).copy(),  # the same bytes as int8: a copy, no conversion
         }
 
     def _info(self, final: bool = False) -> dict[str, Any]:
@@ -377,6 +461,7 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             "fragment_rate_start": self.fr_start,
             "migrations_used": self.migrations_used,
             "budget": self.budget,
+            "budget_source": self.budget_source,
             "memory_moved_mb": float(sum(c.memory_moved_mb for c in self._clusters)),
             "phase": self.phase,
             "split": self.source.split,
@@ -413,7 +498,7 @@ def _one_of(*choices: Any) -> Callable[[Any], str | None]:
 _OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "max_hosts": _int_at_least(1, none_ok=True),
     "max_vms": _int_at_least(1, none_ok=True),
-    "budget": _int_at_least(1),
+    "budget": lambda v: None if v is None else _int_at_least(1)(v),  # None: the snapshot's maximum_migration
     "invalid_action": _one_of("raise", "penalty"),
     "invalid_action_penalty": lambda v: None if not isinstance(v, bool) and isinstance(v, (int, float)) and v >= 0
     else "a number >= 0",

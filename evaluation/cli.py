@@ -11,9 +11,13 @@ Writes ``results/<run>/``: ``episodes.csv`` (one row per method and episode), ``
 
 VM rescheduling (configs with ``train_source`` / ``eval_source``): each episode is a snapshot drawn
 from the held-out ``eval_source`` (from a list of files: each file in turn, and the table has a row
-per file and method); every method plans at most ``budget`` migrations, and every plan is replayed
-through the twin. A time-budgeted planner (beam, cpsat, cpsat_lns, ``agent:PATH?samples=K``; ``PATH`` a model.zip written by
-``train.py`` or a run folder with best/ or last/) gets
+per file and method); every method plans at most the episode's budget of migrations, and every plan
+is replayed through the twin. The budget is one for all methods of an episode: ``--budget`` if
+given, else the config's ``env.budget``, else the snapshot's ``general_requirement.maximum_migration``
+(else 50), the rule the config's env follows too; ``episodes.csv`` records it per row (``budget``,
+``budget_source``) and a line under the table says which applied. A time-budgeted planner (beam,
+cpsat, cpsat_lns, ``agent:PATH?samples=K``; ``PATH`` a model.zip written by ``train.py`` or a run
+folder with best/ or last/) gets
 ``--time-limit`` seconds, or its own as ``beam@0.5``; ``--time-limits 0.1 1 5`` runs each of them at
 each limit. Metrics: FR before and after, share of the best gain ``(FR0 - FR) / (FR0 - FR_best)``
 (reference: the lowest FR any method reached on the episode, or the file's best known plan from
@@ -96,7 +100,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
     parser.add_argument("--episodes", type=positive_int, default=None,
                         help="episodes per seed (default: VM, one per file of a file source, else 1; autoscaling 1)")
     parser.add_argument("--budget", type=positive_int, default=None,
-                        help="VM: migration budget MNL (default: the config's env.budget, else 50)")
+                        help="VM: migration budget MNL of every method (default: the config's env.budget, else "
+                             "each snapshot's general_requirement.maximum_migration, else 50)")
     parser.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                         help="VM: seconds per plan for time-budgeted planners (beam, cpsat, cpsat_lns, "
                              f"agent:PATH?samples=K); NAME@SECONDS sets one method's own (default: {DEFAULT_TIME_LIMIT_S:g})")
@@ -370,11 +375,13 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
     summary = summarise(rows, group_by, [m for m, _, _ in metrics])
     write_csv(run_dir / "episodes.csv", rows)
     table = markdown_table(summary, group_by, metrics)
-    (run_dir / "table.md").write_text(table + "\n")
+    budget = budget_note(rows)  # VM: which budget the table's rows played at, kept with the table
+    (run_dir / "table.md").write_text(table + "\n" + (budget + "\n" if budget else ""))
     write_json(run_dir / "summary.json", {
         "command": command, "config": str(config_path), "policies": args.policies, "seeds": args.seeds,
         "episodes_per_seed": args.episodes or len({(r["seed"], r["episode"]) for r in rows}) // max(len(args.seeds), 1),
-        "split": rows[0]["split"] if rows else None, "summary": summary,
+        "split": rows[0]["split"] if rows else None,
+        **({"budgets": budget_summary(rows)} if problem == "vm" else {}), "summary": summary,
     })
     print(table)
     for line in notes(rows):
@@ -383,12 +390,49 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+BUDGET_SOURCE_WORDS = {
+    "flag": "--budget",
+    "config": "the config's env.budget",
+    "snapshot": "the snapshot's general_requirement.maximum_migration",
+    "default": "the default (the snapshot states no maximum_migration)",
+}
+"""How the line under the table names each ``budget_source``."""
+
+
+def budget_summary(rows: list[dict]) -> list[dict[str, Any]]:
+    """The distinct ``(budget, budget_source)`` of the VM rows, with the snapshots of each (summary.json)."""
+    seen: dict[tuple[int, str], list[str]] = {}
+    for r in rows:
+        snaps = seen.setdefault((int(r["budget"]), str(r["budget_source"])), [])
+        if r.get("snapshot", "") not in snaps:
+            snaps.append(r.get("snapshot", ""))
+    return [{"budget": b, "budget_source": src, "snapshots": snaps} for (b, src), snaps in seen.items()]
+
+
+def budget_note(rows: list[dict]) -> str | None:
+    """The line under a VM table that says which budget every method played at, and why."""
+    budgets = budget_summary([r for r in rows if "budget" in r and "budget_source" in r])
+    if not budgets:
+        return None
+    if len(budgets) == 1:
+        b = budgets[0]
+        return (f"\nbudget: {b['budget']} migrations for every method and episode, from "
+                f"{BUDGET_SOURCE_WORDS.get(b['budget_source'], b['budget_source'])}")
+    parts = [f"{b['budget']} ({BUDGET_SOURCE_WORDS.get(b['budget_source'], b['budget_source'])}) on "
+             + ", ".join(b["snapshots"][:3]) + (f" and {len(b['snapshots']) - 3} more" if len(b["snapshots"]) > 3 else "")
+             for b in budgets]
+    return "\nbudget, the same for every method of an episode: " + "; ".join(parts) + " (episodes.csv: budget, budget_source)"
+
+
 def notes(rows: list[dict]) -> list[str]:
-    """What the table cannot say by itself: the reference of the share column, and the planners
-    that found nothing within their limit (with the solver's status)."""
+    """What the table cannot say by itself: the budget the methods played at, the reference of the
+    share column, and the planners that found nothing within their limit (with the solver's status)."""
     from evaluation.vm import base_method
 
     out = []
+    budget = budget_note(rows)
+    if budget:
+        out.append(budget)
     references = sorted({(r.get("snapshot", ""), r["reference"]) for r in rows if r.get("reference")})
     if references:
         out.append("\nshare of best gain: (FR before - FR) / (FR before - reference FR); reference per snapshot: "

@@ -1,7 +1,13 @@
 """VM rescheduling: every planner on every held-out snapshot of a config's ``eval_source``.
 
-Each episode is a snapshot drawn from the held-out source; every planner plans at most ``budget``
-migrations on it, and every plan is replayed through the twin (:mod:`agents.vm.plan`).
+Each episode is a snapshot drawn from the held-out source; every planner plans at most the
+episode's budget of migrations on it, and every plan is replayed through the twin
+(:mod:`agents.vm.plan`). The budget follows the one rule of :func:`agents.vm.plan.resolve_budget`:
+``--budget`` if given, else the config's ``env.budget``, else the snapshot's
+``general_requirement.maximum_migration`` (else 50). Every planner of an episode gets the same (a
+saved agent's env plays at it too); without ``--budget`` it is also what the config's own env
+(:func:`envs.vm_rescheduling.make_vm_env`) plays that snapshot at. Each row records it (``budget``,
+``budget_source``).
 """
 
 from __future__ import annotations
@@ -43,24 +49,30 @@ def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: 
             except from a file source, where episode ``e`` is file ``e mod n`` (so that every file
             is played).
         episodes: episodes (held-out snapshots) per seed (default: one per file of a file source, else 1).
-        budget: migration budget MNL (default: the config's ``env.budget``, else 50).
+        budget: migration budget MNL, overriding everything (``evaluate.py --budget``); None: the
+            config's ``env.budget``, else each snapshot's ``maximum_migration``, else 50
+            (:func:`~agents.vm.plan.resolve_budget`).
         time_limit_s: seconds per plan for the time-budgeted planners.
         progress: show a progress bar on stderr.
         time_limits: per-method seconds per plan, overriding ``time_limit_s`` (``beam@0.5``).
 
     Returns:
         ``(rows, curves)``: one row per method and episode (the :data:`~evaluation.metrics.VM_METRICS`,
-        the episode's description and the ``reference`` of its ``best_share``), and per method its
-        FR-vs-migrations curves, one per episode.
+        the episode's description, its ``budget`` and ``budget_source`` (``"flag"``, ``"config"``,
+        ``"snapshot"`` or ``"default"``) and the ``reference`` of its ``best_share``), and per method
+        its FR-vs-migrations curves, one per episode, all as long as the largest budget (a curve
+        holds its last value past its episode's budget).
     """
     from tqdm import tqdm
 
+    from agents.vm.plan import resolve_budget
     from envs.vm_sources import FileSource, make_source
 
     source = make_source(config["eval_source"])
     files = list(source.paths) if isinstance(source, FileSource) else None
     episodes = episodes or (len(files) if files else 1)
-    budget = budget or int((config.get("env") or {}).get("budget", 50))
+    config_budget = (config.get("env") or {}).get("budget")
+    override, override_source = (budget, "flag") if budget is not None else (config_budget, "config")
     time_limits = dict(time_limits or {})
     rows: list[dict] = []
     curves: dict[str, list[list[float]]] = {spec: [] for spec in planners}
@@ -73,15 +85,19 @@ def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: 
         else:
             snapshot = source(np.random.default_rng([seed, episode]))
         name = Path(str(snapshot.source)).name if files else f"seed{seed}-ep{episode}"
+        # One budget for every planner of the episode (the config's env's too, unless --budget overrides it).
+        episode_budget, budget_source = resolve_budget(snapshot, override, override_source)
         episode_rows = []
         for spec, plan in planners.items():
             bar.set_postfix_str(f"{name} seed {seed} {spec}")
-            result = plan(snapshot, budget, time_limit_s=time_limits.get(spec, time_limit_s), seed=seed)
-            curves[spec].append(fr_curve(snapshot, result.moves, budget))
+            result = plan(snapshot, episode_budget, time_limit_s=time_limits.get(spec, time_limit_s), seed=seed)
+            if result.num_moves > episode_budget:
+                raise AssertionError(f"{spec}: {result.num_moves} migrations on {name}, over the budget {episode_budget}")
+            curves[spec].append(fr_curve(snapshot, result.moves, episode_budget))
             episode_rows.append({
                 "method": spec, "snapshot": name, "seed": seed, "episode": episode, "split": source.split,
                 "hosts": sum(c.num_hosts for c in snapshot.clusters), "vms": sum(c.num_vms for c in snapshot.clusters),
-                "budget": budget, "time_limit_s": time_limits.get(spec, time_limit_s),
+                "budget": episode_budget, "budget_source": budget_source, "time_limit_s": time_limits.get(spec, time_limit_s),
                 "fr_before": result.fr_before, "fr_after": result.fr_after,
                 "migrations": result.num_moves, "moved_vms": result.stats.get("moved_vms", result.num_moves),
                 "wall_s": result.wall_s, "status": result.status,
@@ -92,7 +108,11 @@ def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: 
                 "bound_fr": result.bound_fr if result.bound_fr is not None else float("nan"),
             })
             bar.update()
-        add_best_share(episode_rows, best_known_fr(snapshot, budget))
+        add_best_share(episode_rows, best_known_fr(snapshot, episode_budget))
         rows.extend(episode_rows)
     bar.close()
+    # Episodes of different budgets: every curve as long as the longest (held at its last value).
+    length = max((len(c) for runs in curves.values() for c in runs), default=0)
+    for runs in curves.values():
+        runs[:] = [c + [c[-1]] * (length - len(c)) for c in runs]
     return rows, curves

@@ -4,6 +4,8 @@ Each planner answers the common call of :mod:`agents.vm.plan`::
 
     plan(snapshot, budget, time_limit_s=None, seed=0) -> PlanResult
 
+``budget=None`` plans at the snapshot's own ``maximum_migration`` (:func:`agents.vm.plan.resolve_budget`).
+
 * :func:`random_plan`: ``budget`` uniformly random feasible migrations.
 * :func:`ffd_plan`: first-fit-decreasing style; VMs largest first, each moved at most once, to the
   first destination (host order) that lowers the fragment rate.
@@ -21,14 +23,14 @@ from typing import Sequence
 
 import numpy as np
 
-from agents.vm.plan import Move, PlanResult, finish_plan
+from agents.vm.plan import Move, PlanResult, finish_plan, planning_budget
 from digital_twin.vm import Cluster, Migration, Snapshot
 from digital_twin.vm.cluster import fleet_fragment_sums
 from digital_twin.vm.what_if import fragment_after_each_move
 
 
 # ---------------------------------------------------------------------- random
-def random_plan(snapshot: Snapshot, budget: int, time_limit_s: float | None = None, seed: int = 0) -> PlanResult:
+def random_plan(snapshot: Snapshot, budget: int | None = None, time_limit_s: float | None = None, seed: int = 0) -> PlanResult:
     """``budget`` uniformly random feasible migrations (a VM may be picked more than once).
 
     Each step draws a VM uniformly among those with a feasible destination (over all clusters),
@@ -36,12 +38,14 @@ def random_plan(snapshot: Snapshot, budget: int, time_limit_s: float | None = No
 
     Args:
         snapshot: the snapshot (not modified).
-        budget: number of migrations (fewer only if nothing can move).
+        budget: number of migrations (fewer only if nothing can move); None: the snapshot's
+            ``maximum_migration`` (:func:`~agents.vm.plan.resolve_budget`).
         time_limit_s: ignored (kept for the common signature).
         seed: seeds the draws.
     """
     del time_limit_s
     start = time.perf_counter()
+    budget = planning_budget(snapshot, budget)
     rng = np.random.default_rng(seed)
     snap = snapshot.copy()
     moves: list[Move] = []
@@ -78,7 +82,7 @@ def _one_vm_deltas(cluster: Cluster, vm: int, size: int = 16) -> tuple[np.ndarra
     return d_frag, d_free
 
 
-def ffd_plan(snapshot: Snapshot, budget: int, time_limit_s: float | None = None, seed: int = 0,
+def ffd_plan(snapshot: Snapshot, budget: int | None = None, time_limit_s: float | None = None, seed: int = 0,
              size: int = 16) -> PlanResult:
     """First-fit-decreasing style: largest VMs first, each to the first destination that lowers FR.
 
@@ -89,13 +93,15 @@ def ffd_plan(snapshot: Snapshot, budget: int, time_limit_s: float | None = None,
 
     Args:
         snapshot: the snapshot (not modified).
-        budget: maximum number of migrations.
+        budget: maximum number of migrations; None: the snapshot's ``maximum_migration``
+            (:func:`~agents.vm.plan.resolve_budget`).
         time_limit_s: ignored (kept for the common signature).
         seed: ignored (deterministic).
         size: fragment size in vCPU.
     """
     del time_limit_s, seed
     start = time.perf_counter()
+    budget = planning_budget(snapshot, budget)
     snap = snapshot.copy()
     order = sorted(
         ((ci, v) for ci, c in enumerate(snap.clusters) for v in np.flatnonzero(c.vm_allow_migration).tolist()),
@@ -172,7 +178,7 @@ def greedy_migrations(clusters: Sequence[Cluster], budget: int, size: int = 16,
     return plan
 
 
-def greedy_plan(snapshot: Snapshot, budget: int, time_limit_s: float | None = None, seed: int = 0,
+def greedy_plan(snapshot: Snapshot, budget: int | None = None, time_limit_s: float | None = None, seed: int = 0,
                 size: int = 16) -> PlanResult:
     """Best-improvement greedy: :func:`greedy_migrations` on a copy of the snapshot.
 
@@ -181,13 +187,15 @@ def greedy_plan(snapshot: Snapshot, budget: int, time_limit_s: float | None = No
 
     Args:
         snapshot: the snapshot (not modified).
-        budget: maximum number of migrations.
+        budget: maximum number of migrations; None: the snapshot's ``maximum_migration``
+            (:func:`~agents.vm.plan.resolve_budget`).
         time_limit_s: ignored (kept for the common signature).
         seed: ignored (deterministic).
         size: fragment size in vCPU.
     """
     del time_limit_s, seed
     start = time.perf_counter()
+    budget = planning_budget(snapshot, budget)
     snap = snapshot.copy()
     plan = greedy_migrations(snap.clusters, budget, size=size)
     moves = [(ci, m.vm, m.to_host, m.to_placement) for ci, m in plan]

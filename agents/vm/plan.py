@@ -6,6 +6,11 @@ accepts in order, at most ``budget`` of them (the MNL). No planner mutates the s
 given; each plans on a copy and :func:`finish_plan` replays the moves through the twin on a second,
 fresh copy (:func:`replay_plan`), so ``fr_after`` is always the twin's figure and ``claimed_fr`` is
 what the planner itself believed it reached (the tests check they agree).
+
+The budget follows one rule, :func:`resolve_budget`, for the env, ``evaluate.py`` (which passes
+it to every planner) and the heuristics called with ``budget=None``: the snapshot's ``general_requirement.maximum_migration`` unless the user overrides
+it (``evaluate.py --budget``, a config's ``env.budget``, a planner's or the env's ``budget``
+argument), and :data:`DEFAULT_BUDGET` for a snapshot that states no limit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,52 @@ from digital_twin.vm import Snapshot
 
 Move = tuple[int, int, int, int]
 """One migration: ``(cluster index, vm index, destination host index, placement)``."""
+
+DEFAULT_BUDGET = 50
+"""The budget (MNL) of a snapshot whose file states no ``maximum_migration`` and no override (VMR2L's MNL)."""
+
+BUDGET_SOURCES = ("flag", "config", "argument", "options", "snapshot", "default")
+"""Where an episode's budget came from (:func:`resolve_budget`): ``evaluate.py --budget``, a config's
+``env.budget``, a planner's ``budget`` argument, the env's ``reset(options={"budget": ...})``, the
+snapshot's ``general_requirement.maximum_migration``, or :data:`DEFAULT_BUDGET`."""
+
+
+def resolve_budget(snapshot: Snapshot, override: int | None = None, source: str = "argument") -> tuple[int, str]:
+    """The migration budget of an episode on ``snapshot``, and where it came from: the one rule.
+
+    The user's ``override`` wins, whether smaller or larger than the file's limit; without one the
+    budget is the snapshot's ``general_requirement.maximum_migration``; without that,
+    :data:`DEFAULT_BUDGET`. The env, ``evaluate.py`` and the heuristics (``budget=None``) resolve
+    their budget here, and ``evaluate.py`` hands the result to every planner of the episode, so on
+    one episode they all use the same.
+
+    Args:
+        snapshot: the episode's snapshot.
+        override: the user's budget, or None to follow the snapshot.
+        source: what ``override`` is, one of :data:`BUDGET_SOURCES` (reported back when it applies).
+
+    Returns:
+        ``(budget, source)``: ``source`` is the given one when ``override`` applies, else
+        ``"snapshot"`` or ``"default"``.
+
+    Raises:
+        ValueError: ``override`` is not an integer >= 0, or ``source`` is not a known one.
+    """
+    if source not in BUDGET_SOURCES:
+        raise ValueError(f"budget source must be one of {', '.join(BUDGET_SOURCES)}, got {source!r}")
+    if override is not None:
+        if isinstance(override, bool) or int(override) != override or override < 0:
+            raise ValueError(f"budget must be an integer >= 0, got {override!r}")
+        return int(override), source
+    limit = snapshot.requirement.maximum_migration if snapshot.requirement is not None else None
+    if limit is not None:
+        return int(limit), "snapshot"
+    return DEFAULT_BUDGET, "default"
+
+
+def planning_budget(snapshot: Snapshot, budget: int | None) -> int:
+    """A planner's budget: its ``budget`` argument, or the snapshot's limit when it is None (:func:`resolve_budget`)."""
+    return resolve_budget(snapshot, budget, "argument")[0]
 
 
 @dataclass
@@ -34,7 +85,7 @@ class PlanResult:
         status: ``"HEURISTIC"`` for the simple planners; the CP-SAT status (``"OPTIMAL"``,
             ``"FEASIBLE"``, ...) for the solvers.
         wall_s: wall-clock seconds of the planning call (replay included).
-        budget: the migration budget (MNL) the plan was made for.
+        budget: the migration budget (MNL) the plan was made for (:func:`resolve_budget`).
         stats: planner-specific figures (solver sizes, iterations, ...).
     """
 
@@ -108,4 +159,6 @@ def finish_plan(
 
 
 Planner = Callable[..., PlanResult]
-"""``plan(snapshot, budget, time_limit_s=None, seed=0) -> PlanResult``."""
+"""``plan(snapshot, budget, time_limit_s=None, seed=0) -> PlanResult``; ``evaluate.py`` passes every
+planner the episode's :func:`resolve_budget`, and the heuristics also take ``budget=None`` for the
+snapshot's own limit."""

@@ -104,6 +104,19 @@ def test_every_entry_point_names_a_vm_config_mistake_alike(tmp_path, mistake):
     assert len(path_words) == 1, messages
 
 
+@pytest.mark.parametrize("budget", [None, "absent"])
+def test_a_config_without_a_budget_follows_each_snapshot(tmp_path, budget):
+    doc = variant(env={} if budget == "absent" else {"budget": budget})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    env = make_vm_env(str(path), "eval")
+    _, info = env.reset(seed=0)
+    # The bundled real file says maximum_migration 10,000; with env.budget it would be the config's.
+    assert env.max_budget is None and (info["budget"], info["budget_source"]) == (10_000, "snapshot")
+    _, info = make_vm_env(str(path), "eval", budget=7).reset(seed=0)
+    assert (info["budget"], info["budget_source"]) == (7, "config")
+
+
 def test_overrides_are_checked_like_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(BASE))

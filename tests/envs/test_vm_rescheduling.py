@@ -137,6 +137,24 @@ def test_incremental_observations_equal_a_rebuild_every_step():
         assert rew_a == rew_b and term_a == term_b
 
 
+def test_a_pickled_env_continues_exactly_as_the_original():
+    """Training checkpoints pickle envs mid-episode; the copy must play on exactly as the original."""
+    import pickle
+
+    env = VMReschedulingEnv(budget=20)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for _ in range(7):
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    twin = pickle.loads(pickle.dumps(env))
+    for step in range(60):
+        action = int(rng.choice(np.flatnonzero(env.action_masks())))
+        a, b = env.step(action), twin.step(action)
+        assert data_equivalence(a[:4], b[:4], exact=True), step
+        if a[2]:
+            assert data_equivalence(env.reset(seed=step)[0], twin.reset(seed=step)[0], exact=True)
+
+
 def test_same_seed_same_trajectory_for_file_and_azure_sources():
     for make in (lambda: VMReschedulingEnv(),
                  lambda: make_vm_env(CONFIGS[0].parent / "azure_small.yaml", "train")):
@@ -194,16 +212,104 @@ def test_penalty_mode_keeps_state_and_flags_the_action():
     assert data_equivalence(obs, after, exact=True)
 
 
-def test_stop_budget_and_snapshot_limit():
+def test_stop_ends_the_episode():
     env = VMReschedulingEnv(budget=50)
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step(env.stop_action)
     assert terminated and reward == 0.0 and info["migrations_used"] == 0
-    # The snapshot's own maximum_migration caps the budget when smaller.
+
+
+def play_to_the_end(env, seed=0, **reset):
+    """Random valid migrations (never stop) until the episode ends; returns the last info."""
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed, **reset)
+    terminated = False
+    while not terminated:
+        valid = np.flatnonzero(env.action_masks())
+        valid = valid[valid != env.stop_action] if env.phase == PHASE_PICK_VM else valid
+        _, _, terminated, _, info = env.step(int(rng.choice(valid)))
+    return info
+
+
+def test_the_budget_is_the_snapshots_unless_overridden():
+    from agents.vm.plan import DEFAULT_BUDGET, resolve_budget
+
     snap = FileSource([SMALL])(np.random.default_rng(0))
     snap.requirement = type(snap.requirement)(maximum_migration=3)
+    follow = VMReschedulingEnv()  # no budget: each episode's snapshot says
+    _, info = follow.reset(seed=0, options={"snapshot": snap})
+    assert (info["budget"], info["budget_source"]) == (3, "snapshot") == resolve_budget(snap)
+    assert play_to_the_end(follow, options={"snapshot": snap})["migrations_used"] == 3
+    # The bundled real file states its own limit (10,000), read from the file.
+    _, info = follow.reset(seed=0)
+    assert (info["budget"], info["budget_source"]) == (10_000, "snapshot")
+    assert follow.snapshot.requirement.maximum_migration == 10_000
+    # The env's budget (a config's env.budget) overrides the file's, smaller or larger.
+    for budget in (2, 50):
+        _, info = VMReschedulingEnv(budget=budget).reset(seed=0, options={"snapshot": snap})
+        assert (info["budget"], info["budget_source"]) == (budget, "config")
+    assert play_to_the_end(VMReschedulingEnv(budget=5), options={"snapshot": snap})["migrations_used"] == 5
+    # reset(options={"budget": n}) overrides both, for one episode.
+    env = VMReschedulingEnv(budget=50)
+    _, info = env.reset(seed=0, options={"snapshot": snap, "budget": 4})
+    assert (info["budget"], info["budget_source"]) == (4, "options")
     _, info = env.reset(seed=0, options={"snapshot": snap})
-    assert info["budget"] == 3
+    assert (info["budget"], info["budget_source"]) == (50, "config")
+    # A snapshot that states no limit: the default.
+    snap.requirement = type(snap.requirement)()
+    _, info = follow.reset(seed=0, options={"snapshot": snap})
+    assert (info["budget"], info["budget_source"]) == (DEFAULT_BUDGET, "default")
+    with pytest.raises(ValueError, match="budget must be at least 1"):
+        env.reset(seed=0, options={"snapshot": snap, "budget": 0})
+
+
+def test_a_production_like_file_is_played_at_its_limit_of_10(tmp_path):
+    from digital_twin.vm import save_snapshot
+    from digital_twin.vm.deployment_sets import production_like_snapshot
+
+    snap = production_like_snapshot(seed=0, hosts=(12, 16), num_host_sets=6, num_rack_sets=2, hosts_per_rack=4)
+    save_snapshot(snap, tmp_path / "production_like.json")
+    env = VMReschedulingEnv(source={"kind": "files", "paths": [str(tmp_path / "production_like.json")], "split": "eval"})
+    info = play_to_the_end(env)
+    assert (info["budget"], info["budget_source"], info["migrations_used"]) == (10, "snapshot", 10)
+
+
+@pytest.mark.parametrize("config", ["real_small", "vmr2l_like_small"])
+def test_the_real_vmr2l_files_keep_the_configs_budget_of_50(config):
+    env = make_vm_env(CONFIGS[0].parent / f"{config}.yaml", "eval")
+    for path in env.source.paths:
+        snapshot = env.source(np.random.default_rng(0), path)
+        assert snapshot.requirement.maximum_migration == 10_000  # what the VMR2L files say
+        _, info = env.reset(seed=0, options={"snapshot": snapshot})
+        assert (info["budget"], info["budget_source"]) == (50, "config")
+        assert env.observation_space.contains(env._observation())
+
+
+def test_observations_returned_earlier_are_never_modified():
+    """Every observation is the caller's own: later steps, invalid actions and resets leave it as it was."""
+    import copy
+
+    for incremental in (True, False):
+        env = VMReschedulingEnv(budget=6, invalid_action="penalty", incremental_obs=incremental)
+        rng = np.random.default_rng(1)
+        held = []
+        obs, _ = env.reset(seed=1)
+        for step in range(60):
+            held.append((obs, copy.deepcopy(obs)))
+            if step % 7 == 3:
+                action = int(np.flatnonzero(~env.action_masks())[0])  # an invalid action (penalty)
+            else:
+                action = int(rng.choice(np.flatnonzero(env.action_masks())))
+            obs, _, terminated, _, _ = env.step(action)
+            if terminated:
+                held.append((obs, copy.deepcopy(obs)))
+                obs, _ = env.reset()
+        held.append((obs, copy.deepcopy(obs)))
+        for kept, snapshot in held:
+            assert data_equivalence(kept, snapshot, exact=True)
+        # No two observations share memory, so a caller may modify one in place.
+        for (a, _), (b, _) in zip(held, held[1:]):
+            assert not any(np.shares_memory(a[k], b[k]) for k in a)
 
 
 def test_sources_refuse_to_mix_training_and_held_out_data():

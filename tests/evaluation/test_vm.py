@@ -45,6 +45,7 @@ def test_evaluate_vm_writes_consistent_results(tmp_path, tiny_agent, capsys):
     for r in rows:
         assert r["split"] == "test"  # the held-out Azure split, never dev
         assert int(r["migrations"]) <= 8
+        assert (r["budget"], r["budget_source"]) == ("8", "flag")
         assert float(r["fr_after"]) >= 0.0
     by = {(r["method"], r["seed"]): r for r in rows}
     for seed in ("0", "1"):
@@ -96,11 +97,14 @@ def test_file_sources_play_every_file_against_its_best_known_plan(tmp_path, caps
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "files" / "episodes.csv")))
     assert [r["snapshot"] for r in rows] == ["reset_vm_pm_id_clear2.json", "reset_vm_pm_id_clear_big2.json"]
+    # The VMR2L files say maximum_migration 10,000; the config's env.budget 50 applies, as in VMR2L.
+    assert all((r["budget"], r["budget_source"]) == ("50", "config") for r in rows)
     clear2 = rows[0]
     assert clear2["reference"].startswith("best known (cpsat")
     assert float(clear2["best_share"]) == pytest.approx((0.9770444763 - float(clear2["fr_after"])) / (0.9770444763 - 0.5753228121), rel=1e-6)
     out = capsys.readouterr().out
     assert "| snapshot | method | n |" in out and "| reset_vm_pm_id_clear2.json | greedy | 1 |" in out
+    assert "budget: 50 migrations for every method and episode, from the config's env.budget" in out
 
 
 def test_summary_json_is_valid_json_without_nan(tmp_path):
@@ -120,3 +124,81 @@ def test_bootstrap_interval():
     assert mean == 2.5 and 1.0 <= lo < 2.5 < hi <= 4.0
     assert bootstrap_ci([5.0]) == (5.0, 5.0, 5.0)
     assert all(math.isnan(x) for x in bootstrap_ci([]))
+
+
+# ---------------------------------------------------------------------- the budget: one rule for all
+@pytest.fixture(scope="module")
+def limit_10_file(tmp_path_factory):
+    """A small production-shaped snapshot file (deployment sets of both granularities) that says maximum_migration 10."""
+    from digital_twin.vm import save_snapshot
+    from digital_twin.vm.deployment_sets import production_like_snapshot
+
+    snap = production_like_snapshot(seed=0, hosts=(12, 16), num_host_sets=6, num_rack_sets=2, hosts_per_rack=4)
+    assert snap.requirement.maximum_migration == 10
+    path = tmp_path_factory.mktemp("limit10") / "production_like.json"
+    save_snapshot(snap, path)
+    return path
+
+
+def limit_10_config(folder, file, **env):
+    import yaml
+
+    path = folder / "limit10.yaml"
+    path.write_text(yaml.safe_dump({
+        "env": {"max_hosts": 40, "max_vms": 2000, **env},  # the tiny agent's padding
+        "train_source": {"kind": "azure", "split": "dev", "num_hosts": 40},
+        "eval_source": {"kind": "files", "split": "eval", "paths": [str(file)]},
+    }))
+    return str(path)
+
+
+def test_every_method_and_the_env_play_the_files_budget_unless_overridden(tmp_path, limit_10_file, tiny_agent, capsys):
+    from envs.vm_rescheduling import make_vm_env
+
+    methods = ["random", "ffd", "greedy", "beam@0.05", "cpsat@2", f"agent:{tiny_agent}"]
+    cases = [({}, [], 10, "snapshot"), ({"budget": 6}, [], 6, "config"), ({"budget": 6}, ["--budget", "4"], 4, "flag")]
+    for env_section, flags, budget, source in cases:
+        config = limit_10_config(tmp_path, limit_10_file, **env_section)
+        run = f"b{budget}"
+        assert main([config, "--policies", *methods, "--seeds", "0", *flags, "--out-dir", str(tmp_path),
+                     "--run-name", run, "--no-progress"]) == 0
+        rows = list(csv.DictReader(open(tmp_path / run / "episodes.csv")))
+        assert [r["method"] for r in rows] == methods
+        for r in rows:
+            assert (int(r["budget"]), r["budget_source"]) == (budget, source), r["method"]
+            assert int(r["migrations"]) <= budget
+        assert int(rows[0]["migrations"]) == budget  # random spends the whole budget
+        # The env of that config plays the episode at the same budget (without the flag, which is evaluate.py's).
+        _, info = make_vm_env(config, "eval").reset(seed=0)
+        assert info["budget"] == (budget if source != "flag" else 6)
+        out = capsys.readouterr().out
+        assert f"budget: {budget} migrations for every method and episode, from" in out
+        assert f"budget: {budget} migrations" in (tmp_path / run / "table.md").read_text()
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        assert summary["budgets"] == [{"budget": budget, "budget_source": source, "snapshots": ["production_like.json"]}]
+
+
+def test_the_same_rule_for_planners_called_directly(limit_10_file):
+    from agents.vm import get_planner
+    from agents.vm.plan import resolve_budget
+    from digital_twin.vm import load_snapshot
+
+    snapshot = load_snapshot(limit_10_file)
+    assert resolve_budget(snapshot) == (10, "snapshot")
+    assert resolve_budget(snapshot, 3, "flag") == (3, "flag")
+    for name in ("random", "ffd", "greedy"):  # budget=None: the snapshot's limit
+        assert get_planner(name)(snapshot, None).budget == 10
+        assert get_planner(name)(snapshot, 3).budget == 3
+    assert get_planner("random")(snapshot).num_moves == 10
+
+
+def test_the_budget_line_names_each_budget_when_episodes_differ():
+    from evaluation.cli import budget_note
+
+    rows = [{"snapshot": "a.json", "budget": 10, "budget_source": "snapshot"},
+            {"snapshot": "b.json", "budget": 50, "budget_source": "default"},
+            {"snapshot": "a.json", "budget": 10, "budget_source": "snapshot"}]
+    note = budget_note(rows)
+    assert "10 (the snapshot's general_requirement.maximum_migration) on a.json" in note
+    assert "50 (the default (the snapshot states no maximum_migration)) on b.json" in note
+    assert budget_note([{"method": "static", "scenario": "x"}]) is None  # autoscaling rows: no line

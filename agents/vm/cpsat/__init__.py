@@ -9,18 +9,24 @@ host differs from their original host, which is also the number of migrations th
 The pieces:
 
 * :mod:`~agents.vm.cpsat.model`: :class:`FRModel`, the counted CP-SAT model (interchangeable VMs
-  counted per shape, anti-affinity members placed one by one, ``free = 16 q + r`` per node).
+  counted per shape, anti-affinity members per set and shape, ``free = 16 q + r`` per node; sets
+  that would cost too many variables relaxed and checked on each solution).
+* :mod:`~agents.vm.cpsat.bounds`: :func:`lagrangian_bound` and :func:`touch_bound`, lower bounds from
+  how much the few nodes a budget of migrations touches can lose (CP-SAT's own is weak on a
+  thousand hosts or more).
 * :mod:`~agents.vm.cpsat.sequencing`: :func:`sequence_moves`, the order in which a target
   placement's moves are feasible one by one (greedy, then an exact ordering model).
 * :mod:`~agents.vm.cpsat.planners`: :func:`cpsat_plan` (solve, sequence, repair capacity cycles)
-  and :func:`cpsat_lns_plan` (large neighbourhoods from greedy's plan).
+  and :func:`cpsat_lns_plan` (large neighbourhoods of hosts, racks or sets, from greedy's plan).
 
 Bounds are over plans that move each VM at most once (the MNL-as-moved-VMs reading); a plan that
 moves a VM away and back could in principle do better with the same number of migrations.
 """
 
+from agents.vm.cpsat.bounds import lagrangian_bound, touch_bound
 from agents.vm.cpsat.model import FRModel, Target
 from agents.vm.cpsat.planners import cpsat_lns_plan, cpsat_plan
 from agents.vm.cpsat.sequencing import sequence_moves, sequence_plan
 
-__all__ = ["FRModel", "Target", "cpsat_lns_plan", "cpsat_plan", "sequence_moves", "sequence_plan"]
+__all__ = ["FRModel", "Target", "cpsat_lns_plan", "cpsat_plan", "lagrangian_bound", "sequence_moves", "sequence_plan",
+           "touch_bound"]

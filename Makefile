@@ -32,7 +32,7 @@ run: install
 	rm -rf $(QUICK_RUN)
 	$(PY) train.py configs/train/vm_quick.yaml --run-name make_run_quick
 	$(PY) evaluate.py configs/vm_rescheduling/vmr2l_like_small.yaml --seeds 0 --run-name make_run \
-		--policies random greedy beam@1 cpsat@30 agent:$(QUICK_RUN) agent:$(SHIPPED_VM)
+		--policies random greedy beam@1 cpsat@30 agent:$(QUICK_RUN) agent:$(SHIPPED_VM) "agent:$(SHIPPED_VM)?best_prefix=1"
 
 test: install
 	$(PY) -m pytest -q

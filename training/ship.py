@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=("best", "last"), default="best",
                         help="which saved model to ship: best (lowest validation FR) or last (default: best)")
     parser.add_argument("--evaluation", metavar="RESULTS_DIR", help="an evaluate.py results folder to ship beside it")
+    parser.add_argument("--code-commit", metavar="SHA",
+                        help="the commit the run's code came from, when it ran outside a git checkout")
     parser.add_argument("--force", action="store_true", help="replace DEST if it exists")
     return parser.parse_args(argv)
 
@@ -62,7 +64,8 @@ def _curve(rows: list[dict[str, str]], path: Path, title: str, x_label: str) -> 
     save_figure(fig, path)
 
 
-def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None = None, force: bool = False) -> Path:
+def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None = None, force: bool = False,
+         code_commit: str | None = None) -> Path:
     """Copy the model and its explanation into ``dest`` (see the module docstring); returns ``dest``.
 
     Raises:
@@ -99,6 +102,9 @@ def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None
                "epoch" if bc else "update")
     if evaluation is not None:
         shutil.copytree(evaluation, dest / "evaluation")
+    if code_commit:
+        info = dict(info, git_commit=f"{code_commit} (given when shipped: the run was made outside a checkout)")
+        metadata = dict(metadata, git_commit=None)
     (dest / "README.md").write_text(_readme(run_dir, dest, config, info, metadata, model, rows, evaluation))
     return dest
 
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         dest = ship(Path(args.run_dir), Path(args.dest), args.model,
-                    Path(args.evaluation) if args.evaluation else None, args.force)
+                    Path(args.evaluation) if args.evaluation else None, args.force, args.code_commit)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,17 +31,26 @@ So, from the same seed, the streams equal those of the dense numpy reference in
 products and ``exp``/``log``/``pow`` round differently from numpy's SIMD and BLAS code), and
 pod phases, nodes and counts exactly (``tests/microservices/test_step_equivalence.py``).
 
-Compiled on first use and cached next to this file (``cache=True``): a few seconds once per
-checkout, well under a second per process after that.
+Compiled on first use and cached (``cache=True``) outside the source tree, in
+``$NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/clustergym/numba`` (``~/.cache/...``): a few
+seconds once per machine and version, well under a second per process after that.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit
+
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    # Not next to this file: an installed package may be read-only, and a checkout stays clean.
+    # numba picks the folder when each @njit(cache=True) below runs, so setting it here is enough.
+    numba.config.CACHE_DIR = os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "clustergym", "numba")
 
 from digital_twin.microservices.metrics import METRIC_INDEX
 

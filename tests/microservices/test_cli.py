@@ -55,3 +55,12 @@ def test_hpa_target_is_an_integer_percent(tmp_path):
         out = subprocess.run([sys.executable, "-m", "digital_twin.microservices", "--hpa-target", value,
                               "--minutes", "1", "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
         assert out.returncode == 2 and "--hpa-target" in out.stderr and message in out.stderr, out.stderr
+
+
+def test_the_compiled_kernels_are_cached_outside_the_source_tree():
+    from pathlib import Path
+
+    from digital_twin.microservices import kernels
+
+    where = Path(kernels.step_clusters._cache._cache_path).resolve()
+    assert Path(kernels.__file__).resolve().parent not in [where, *where.parents]

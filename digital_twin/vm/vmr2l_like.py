@@ -342,6 +342,53 @@ def _choose_batches(rank: np.ndarray, batch_cpu: np.ndarray, want: float) -> tup
     return keep, last
 
 
+_BEST, _SPREAD, _RANDOM = range(3)
+"""Placement rules: least free vCPU that fits, most free vCPU that fits, a uniformly drawn fit."""
+
+
+def _place(free_cpu: np.ndarray, free_mem: np.ndarray, c: int, mem: float, span: int, rule: int,
+           pick: float = 0.0) -> int:
+    """Place one VM by ``rule`` into the free arrays (changed in place); its cell ``2h+node``, or -1.
+
+    A 1-NUMA VM goes to a (host, node); a 2-NUMA VM is split evenly (the odd vCPU on node 0) onto a
+    host. Best fit breaks ties by least free memory, then lowest index; spread by lowest index;
+    random takes the fit at ``pick`` (in [0, 1)) of the fitting cells in index order.
+    """
+    fc, fm = free_cpu.reshape(-1), free_mem.reshape(-1)  # views: cell 2h+n
+    if span == 1:
+        ok, room, mem_room, c0, c1, m0 = (fc >= c) & (fm >= mem), fc, fm, c, 0, mem
+    else:
+        c0, c1, m0 = c - c // 2, c // 2, mem / 2.0
+        ok = (free_cpu[:, 0] >= c0) & (free_cpu[:, 1] >= c1) & (free_mem[:, 0] >= m0) & (free_mem[:, 1] >= m0)
+        room, mem_room = free_cpu.sum(axis=1), free_mem.sum(axis=1)
+    if rule == _RANDOM:
+        where = np.flatnonzero(ok)
+        if len(where) == 0:
+            return -1
+        at = int(where[int(pick * len(where))])
+    elif rule == _SPREAD:
+        left = np.where(ok, room, -1)
+        at = int(left.argmax())
+        if left[at] < 0:
+            return -1
+    else:
+        big = np.iinfo(np.int64).max
+        left = np.where(ok, room, big)
+        least = left.min()
+        if least == big:
+            return -1
+        at = int(np.where(left == least, mem_room, np.inf).argmin())
+    if span == 1:
+        fc[at] -= c0
+        fm[at] -= m0
+        return at
+    fc[2 * at] -= c0
+    fc[2 * at + 1] -= c1
+    fm[2 * at] -= m0
+    fm[2 * at + 1] -= m0
+    return 2 * at
+
+
 def _best_fit(
     ids: np.ndarray, arrival: np.ndarray, departure: np.ndarray, shape: np.ndarray,
     s_cpu: np.ndarray, s_mem: np.ndarray, s_span: np.ndarray, host: HostSpec, num_hosts: int, t_cut: float,
@@ -365,7 +412,6 @@ def _best_fit(
     free_cpu = np.tile(np.asarray(host.numa_cpu, dtype=np.int64), (num_hosts, 1))
     free_mem = np.tile(np.asarray(host.numa_mem_mb, dtype=np.float64), (num_hosts, 1))
     fc, fm = free_cpu.reshape(-1), free_mem.reshape(-1)  # views: cell 2h+n
-    big = np.iinfo(np.int64).max
     cell_l = [-1] * len(ids)
     placed = rejected = 0
     if draws is None:
@@ -391,56 +437,11 @@ def _best_fit(
                 fm[at + 1] += mem / 2.0
             cell_l[v] = -1
             continue
-        if sp_l[v] == 1:
-            fits = (fc >= c) & (fm >= mem)
-            if rand_l[v]:
-                where = np.flatnonzero(fits)
-                if len(where) == 0:
-                    rejected += 1
-                    continue
-                at = int(where[int(pick_l[v] * len(where))])
-            elif spread_l[v]:
-                left = np.where(fits, fc, -1)
-                at = int(left.argmax())
-                if left[at] < 0:
-                    rejected += 1
-                    continue
-            else:
-                left = np.where(fits, fc, big)
-                least = left.min()
-                if least == big:
-                    rejected += 1
-                    continue
-                at = int(np.where(left == least, fm, np.inf).argmin())
-            fc[at] -= c
-            fm[at] -= mem
-        else:
-            c0, c1, half = c - c // 2, c // 2, mem / 2.0
-            ok = (free_cpu[:, 0] >= c0) & (free_cpu[:, 1] >= c1) & (free_mem[:, 0] >= half) & (free_mem[:, 1] >= half)
-            if rand_l[v]:
-                where = np.flatnonzero(ok)
-                if len(where) == 0:
-                    rejected += 1
-                    continue
-                at = 2 * int(where[int(pick_l[v] * len(where))])
-            elif spread_l[v]:
-                left = np.where(ok, free_cpu.sum(axis=1), -1)
-                h = int(left.argmax())
-                if left[h] < 0:
-                    rejected += 1
-                    continue
-                at = 2 * h
-            else:
-                left = np.where(ok, free_cpu.sum(axis=1), big)
-                least = left.min()
-                if least == big:
-                    rejected += 1
-                    continue
-                at = 2 * int(np.where(left == least, free_mem.sum(axis=1), np.inf).argmin())
-            fc[at] -= c0
-            fc[at + 1] -= c1
-            fm[at] -= half
-            fm[at + 1] -= half
+        rule = _RANDOM if rand_l[v] else _SPREAD if spread_l[v] else _BEST
+        at = _place(free_cpu, free_mem, c, mem, sp_l[v], rule, pick_l[v])
+        if at < 0:
+            rejected += 1
+            continue
         cell_l[v] = at
         placed += 1
     return np.asarray(cell_l, dtype=np.int64), placed, rejected, free_cpu, free_mem
@@ -458,7 +459,6 @@ def _top_up(
     sh = shape[extra]
     c_l, m_l, sp_l = s_cpu[sh].tolist(), s_mem[sh].tolist(), s_span[sh].tolist()
     smallest = int(s_cpu.min())
-    big = np.iinfo(np.int64).max
     spread_l = [False] * len(extra) if spread is None else spread.tolist()
     chosen, cells = [], []
     misses = 0
@@ -468,43 +468,10 @@ def _top_up(
         c, mem = c_l[v], m_l[v]
         if c > gap:
             continue
-        if sp_l[v] == 1:
-            if spread_l[v]:
-                left = np.where((fc >= c) & (fm >= mem), fc, -1)
-                at = int(left.argmax())
-                if left[at] < 0:
-                    misses += 1
-                    continue
-            else:
-                left = np.where((fc >= c) & (fm >= mem), fc, big)
-                least = left.min()
-                if least == big:
-                    misses += 1
-                    continue
-                at = int(np.where(left == least, fm, np.inf).argmin())
-            fc[at] -= c
-            fm[at] -= mem
-        else:
-            c0, c1, half = c - c // 2, c // 2, mem / 2.0
-            ok = (free_cpu[:, 0] >= c0) & (free_cpu[:, 1] >= c1) & (free_mem[:, 0] >= half) & (free_mem[:, 1] >= half)
-            if spread_l[v]:
-                left = np.where(ok, free_cpu.sum(axis=1), -1)
-                h = int(left.argmax())
-                if left[h] < 0:
-                    misses += 1
-                    continue
-                at = 2 * h
-            else:
-                left = np.where(ok, free_cpu.sum(axis=1), big)
-                least = left.min()
-                if least == big:
-                    misses += 1
-                    continue
-                at = 2 * int(np.where(left == least, free_mem.sum(axis=1), np.inf).argmin())
-            fc[at] -= c0
-            fc[at + 1] -= c1
-            fm[at] -= half
-            fm[at + 1] -= half
+        at = _place(free_cpu, free_mem, c, mem, sp_l[v], _SPREAD if spread_l[v] else _BEST)
+        if at < 0:
+            misses += 1
+            continue
         gap -= c
         misses = 0
         chosen.append(v)

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.vm.plan import resolve_budget  # noqa: E402
+from bench.envs import vm_steps_per_second  # noqa: E402  (one random-play loop for both benches)
 from digital_twin.vm import Snapshot, load_snapshot  # noqa: E402
 from digital_twin.vm.deployment_sets import production_like_snapshot, strip_deployment_sets  # noqa: E402
 from envs.vm_rescheduling import VMReschedulingEnv  # noqa: E402
@@ -64,21 +65,7 @@ def steps_per_second(snapshot: Snapshot, seconds: float, seed: int = 0,
     vms = sum(c.num_vms for c in snapshot.clusters)
     budget = resolve_budget(snapshot)[0]
     env = env_class(source=FixedSource([snapshot]), max_hosts=hosts, max_vms=vms, budget=budget)
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    steps = episodes = 0
-    start = time.perf_counter()
-    while True:
-        for _ in range(200):
-            action = int(rng.choice(np.flatnonzero(env.action_masks())))
-            _, _, terminated, _, _ = env.step(action)
-            steps += 1
-            if terminated:
-                episodes += 1
-                env.reset()
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return steps / elapsed, episodes
+    return vm_steps_per_second(env, seconds, seed)
 
 
 def load_env_class(path: Path) -> type:

@@ -211,20 +211,16 @@ def refuse_flags_of_the_other_problem(args: argparse.Namespace, problem: str, wh
 
 # ---------------------------------------------------------------------- the policies
 def split_time_limit(spec: str) -> tuple[str, float | None]:
-    """``"beam@0.5"`` -> ``("beam", 0.5)``; a spec without a trailing ``@SECONDS`` -> ``(spec, None)``.
+    """:func:`evaluation.vm.split_time_limit`, with the seconds checked.
 
     Raises:
         UsageError: the seconds after ``@`` are not > 0.
     """
-    base, at, tail = spec.rpartition("@")
-    if not at:
-        return spec, None
-    try:
-        seconds = float(tail)
-    except ValueError:
-        return spec, None
-    if not 0 < seconds < float("inf"):
-        raise UsageError(f"--policies {spec}: the time limit after @ must be seconds > 0, got {tail}")
+    from evaluation.vm import split_time_limit as split
+
+    base, seconds = split(spec)
+    if seconds is not None and not 0 < seconds < float("inf"):
+        raise UsageError(f"--policies {spec}: the time limit after @ must be seconds > 0, got {spec.rpartition('@')[2]}")
     return base, seconds
 
 

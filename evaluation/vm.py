@@ -24,14 +24,20 @@ if TYPE_CHECKING:
     from agents.vm.plan import Planner
 
 
-def base_method(method: str) -> str:
-    """The method without a trailing ``@SECONDS`` time limit: ``"beam@0.5"`` -> ``"beam"``."""
+def split_time_limit(method: str) -> tuple[str, float | None]:
+    """``"beam@0.5"`` -> ``("beam", 0.5)``; a method without a trailing ``@SECONDS`` -> ``(method, None)``."""
     base, at, tail = method.rpartition("@")
+    if not at:
+        return method, None
     try:
-        float(tail)
+        return base, float(tail)
     except ValueError:
-        return method
-    return base if at else method
+        return method, None
+
+
+def base_method(method: str) -> str:
+    """The method without its ``@SECONDS`` time limit: ``"beam@0.5"`` -> ``"beam"``."""
+    return split_time_limit(method)[0]
 
 
 def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: Sequence[int],

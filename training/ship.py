@@ -109,10 +109,6 @@ def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None
     return dest
 
 
-def _command(argv: list[str]) -> str:
-    return " ".join(argv)
-
-
 def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, Any], metadata: dict[str, Any],
             model: str, rows: list[dict[str, str]], evaluation: Path | None) -> str:
     command = list(info.get("command") or [])
@@ -145,7 +141,7 @@ def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, A
                      f"{'epoch' if bc else 'update'} {picked['updates']}: FR {float(picked['fr_start']):.4f} -> "
                      f"{float(picked['fr_final']):.4f} (greedy {float(picked['greedy_fr']):.4f}), mean of the "
                      f"validation episodes. Curve: `training_curve.png`, figures: `training_eval.csv`.")
-    lines += ["", "## Reproduce", "", "```", _command(command) if command else "(command not recorded)",
+    lines += ["", "## Reproduce", "", "```", " ".join(command) if command else "(command not recorded)",
               f"python train.py ship {run_dir} {dest}" + (f" --model {model}" if model != "best" else "")
               + (f" --evaluation {evaluation}" if evaluation is not None else ""), "```", ""]
     if evaluation is not None:

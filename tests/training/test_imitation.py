@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.training.test_train_cli import ENV, ROOT, TINY_ENV, _one_line_error, eval_rows, model_params, train
+from tests.training.test_train_cli import (ENV, ROOT, TINY_ENV, _one_line_error, eval_rows, interrupt_after,
+                                          model_params, train)
 
 torch.set_num_threads(1)
 
@@ -151,22 +150,7 @@ def test_tiny_bc_run_beats_the_untrained_policy_on_held_out(bc_run):
 
 def test_interrupted_bc_run_resumes_to_the_same_result(bc_run):
     cfg, runs = bc_run
-    cmd = [sys.executable, str(ROOT / "train.py"), str(cfg), "--runs-dir", str(runs), "--run-name", "cut", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    manifest = runs / "cut" / "checkpoint" / "manifest.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if json.loads(manifest.read_text())["updates"] >= 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
-    assert "interrupted at" in err and "--resume" in err
+    manifest = interrupt_after(cfg, runs, "cut", updates=2, poll_s=0.01)
     stopped = json.loads(manifest.read_text())
     assert 2 <= stopped["updates"] < 6 and stopped["demonstrations"] == 12
     assert not (runs / "cut" / "last").exists()

@@ -89,27 +89,34 @@ def test_tiny_run_writes_the_run_folder(tmp_path):
         assert 0.0 <= float(r["fr_final"]) <= 1.0 and float(r["greedy_fr"]) <= float(r["fr_start"])
 
 
+def interrupt_after(cfg: Path, runs: Path, name: str, updates: int, poll_s: float = 0.02) -> Path:
+    """Start ``train.py cfg`` as ``runs/name``, send SIGINT once its checkpoint has ``updates``, and
+    check it stopped cleanly with a resume hint; returns the checkpoint manifest's path."""
+    cmd = [sys.executable, str(ROOT / "train.py"), str(cfg), "--runs-dir", str(runs), "--run-name", name, "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = runs / name / "checkpoint" / "manifest.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads(manifest.read_text())["updates"] >= updates:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(poll_s)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "interrupted at" in err and "--resume" in err
+    return manifest
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     cfg = tiny_config(tmp_path, total=512)
     runs = tmp_path / "runs"
     train(str(cfg), "--runs-dir", str(runs), "--run-name", "straight")
 
-    cmd = [sys.executable, str(ROOT / "train.py"), str(cfg), "--runs-dir", str(runs), "--run-name", "cut", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    manifest = runs / "cut" / "checkpoint" / "manifest.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if json.loads(manifest.read_text())["updates"] >= 3:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
-    assert "interrupted at" in err and "--resume" in err
+    manifest = interrupt_after(cfg, runs, "cut", updates=3)
     stopped_at = json.loads(manifest.read_text())["num_timesteps"]
     assert 0 < stopped_at < 512
     assert not (runs / "cut" / "last").exists()

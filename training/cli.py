@@ -95,8 +95,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, config: dict, run_dir: Path, info: dict, resume: bool) -> int:
     print(f"run folder: {run_dir}", file=sys.stderr)
-    if config.get("algorithm", "maskable_ppo") == "bc":
+    algorithm = config.get("algorithm") or "maskable_ppo"
+    if algorithm == "bc":
         from training.imitation import train
+    elif algorithm == "ppo":
+        from training.autoscaling_ppo import train
+    elif algorithm in ("mappo", "ippo"):
+        from training.mappo import train
     else:
         from training.maskable_ppo import train
 
@@ -112,9 +117,15 @@ def _train(args: argparse.Namespace, config: dict, run_dir: Path, info: dict, re
               f"Continue with: python train.py --resume {run_dir}", file=sys.stderr)
         return 0
     last = summary["last_eval"] or {}
-    print(f"done: {summary['num_timesteps']} steps; {'validation' if summary.get('split') == 'val' else 'held-out'} FR {last.get('fr_start', float('nan')):.4f} -> "
-          f"{last.get('fr_final', float('nan')):.4f} (greedy {last.get('greedy_fr', float('nan')):.4f}); "
-          f"models in {run_dir / 'best'} and {run_dir / 'last'}")
+    if config.get("problem", "vm_rescheduling") == "vm_rescheduling":
+        figure = (f"{'validation' if summary.get('split') == 'val' else 'held-out'} FR {last.get('fr_start', float('nan')):.4f} -> "
+                  f"{last.get('fr_final', float('nan')):.4f} (greedy {last.get('greedy_fr', float('nan')):.4f})")
+    else:
+        figure = (f"train-split evaluation: return {last.get('episode_return', float('nan')):.2f} "
+                  f"(k8s_hpa {last.get('hpa_episode_return', float('nan')):.2f}), SLO-violation "
+                  f"{last.get('slo_violation_minutes', float('nan')):.1f} min (k8s_hpa "
+                  f"{last.get('hpa_slo_violation_minutes', float('nan')):.1f})")
+    print(f"done: {summary['num_timesteps']} steps; {figure}; models in {run_dir / 'best'} and {run_dir / 'last'}")
     if summary.get("split") == "eval":
         print(f"note: {config['env_config']} has no val_source, so best/ was picked on its eval_source; "
               "report figures of last/ (or add a val_source)", file=sys.stderr)

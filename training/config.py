@@ -16,6 +16,13 @@ evaluate on the held-out split and to checkpoint::
     eval: {every_timesteps: 1024, episodes: 2}
     checkpoint: {every_updates: 1}
 
+Problem ``autoscaling`` (``env_config: configs/microservice_autoscaling/*.yaml``; ``env`` holds
+top-level keys of that config, e.g. ``window_steps``) trains ``algorithm: ppo`` (masked PPO of
+sb3-contrib over the native vector env, ``policy.name`` ``mlp`` or ``graph``:
+``training/autoscaling_ppo.py``) or ``mappo`` / ``ippo`` (``training/mappo.py``, which also reads
+the ``mappo`` section: layout, value normalisation, Huber delta, minibatches). ``n_envs`` is the
+number of clusters stepped together; ``total_timesteps`` counts cluster steps.
+
 ``algorithm: bc`` (behaviour cloning of a planner's plans, ``training/imitation.py``) reads the
 ``bc`` section (teacher planner and its time limit, demonstrations, epochs, batch size, learning
 rate, value-loss weight) and ``ppo.gamma`` / ``ppo.max_grad_norm``; ``init_from`` (a run folder
@@ -23,8 +30,8 @@ or ``model.zip``) starts ``maskable_ppo`` from a saved policy's weights.
 
 Every key is checked: an unknown one is refused with the allowed keys and a did-you-mean, a value
 of the wrong type or range with what is allowed; the ``env`` section and the env config it names
-are checked by the VM config's own schema (:func:`envs.vm_sources.load_vm_config`), as
-``evaluate.py`` and ``make_vm_env`` check them. All of it happens before a run folder is created.
+are checked by the problem's own schema (:func:`envs.vm_sources.load_vm_config`,
+:func:`envs.microservice.load_config`), as ``evaluate.py`` and the envs check them. All of it happens before a run folder is created.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "problem": "vm_rescheduling",
     "env_config": None,
     "env": {},
-    "algorithm": "maskable_ppo",
+    "algorithm": None,  # per problem: vm_rescheduling maskable_ppo, autoscaling ppo (DEFAULT_ALGORITHM)
     "policy": {"name": "graph"},
     "ppo": {
         "learning_rate": 2.5e-4,
@@ -84,24 +91,32 @@ DEFAULTS: dict[str, Any] = {
     },
     # algorithm: maskable_ppo -- start from the policy weights of a run folder or model.zip (e.g. a bc run).
     "init_from": None,
+    # algorithm: mappo / ippo (problem autoscaling, training/mappo.py); the PPO keys above are shared.
+    "mappo": {"layout": "roles", "value_norm": True, "huber_delta": 10.0, "n_minibatches": 1},
 }
 
-PROBLEMS = ("vm_rescheduling",)
-ALGORITHMS = {"vm_rescheduling": ("maskable_ppo", "bc")}
+PROBLEMS = ("vm_rescheduling", "autoscaling")
+ALGORITHMS = {"vm_rescheduling": ("maskable_ppo", "bc"), "autoscaling": ("ppo", "mappo", "ippo")}
+DEFAULT_ALGORITHM = {"vm_rescheduling": "maskable_ppo", "autoscaling": "ppo"}
+ENV_CONFIG_EXAMPLE = {"vm_rescheduling": "configs/vm_rescheduling/azure_small.yaml",
+                      "autoscaling": "configs/microservice_autoscaling/chain4_huawei.yaml"}
+LAYOUTS = ("roles", "per_service")
 TEACHERS = ("greedy", "beam", "cpsat", "cpsat_lns", "ffd")
 """Planners ``bc.teacher`` may name (``agents.vm.VM_PLANNERS`` keys; not random)."""
-POLICIES = {"vm_rescheduling": ("graph", "mlp")}
+POLICIES = {"vm_rescheduling": ("graph", "mlp"), "autoscaling": ("graph", "mlp")}
 # Sections whose keys are not listed in DEFAULTS: ``policy`` is passed to the policy's constructor,
-# ``env`` is checked against the env's own parameters (envs.vm_rescheduling.check_env_options).
+# ``env`` is checked against the env's own parameters (the VM env's check_env_options, or the
+# autoscaling config schema for top-level env-config keys), once the problem is known.
 FREE_FORM = ("policy", "env")
 _POSITIVE_INTS = ("n_envs", "total_timesteps", "torch_threads", "ppo.n_steps", "ppo.batch_size", "ppo.n_epochs",
                   "eval.every_timesteps", "eval.episodes", "checkpoint.every_updates", "bc.demonstrations",
-                  "bc.epochs", "bc.batch_size")
+                  "bc.epochs", "bc.batch_size", "mappo.n_minibatches")
 _NON_NEGATIVE_INTS = ("seed", "eval.seed")
 _POSITIVE_FLOATS = ("ppo.learning_rate", "ppo.clip_range", "ppo.max_grad_norm", "bc.teacher_time_limit_s",
                     "bc.learning_rate")
 _UNIT_FLOATS = ("ppo.gamma", "ppo.gae_lambda")
 _NON_NEGATIVE_FLOATS = ("ppo.ent_coef", "ppo.vf_coef", "bc.value_coef")
+_POSITIVE_FLOATS += ("mappo.huber_delta",)
 
 
 def train_configs_dir() -> Path:
@@ -128,11 +143,7 @@ def _check_keys(where: str, given: dict[str, Any], allowed: dict[str, Any], pref
         if key in FREE_FORM and not prefix:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {name!r} must be a mapping, got {value!r}")
-            if key == "env":
-                from envs.vm_rescheduling import check_env_options
-
-                check_env_options(where, value, prefix="env.")
-            continue
+            continue  # checked by _check_env once the problem is known
         if isinstance(allowed[key], dict):
             _check_keys(where, value, allowed[key], prefix=f"{name}.")
 
@@ -203,24 +214,27 @@ def _check_values(where: str, config: dict[str, Any]) -> None:
     kl = config["ppo"]["target_kl"]
     if kl is not None and (isinstance(kl, bool) or not isinstance(kl, (int, float)) or kl <= 0):
         raise bad("ppo.target_kl", "null or a number > 0")
-    if config["problem"] not in PROBLEMS:
-        raise ConfigError(f"{where}: problem {config['problem']!r} is not one of {', '.join(PROBLEMS)}")
-    algorithms = ALGORITHMS[config["problem"]]
+    if not isinstance(config["mappo"]["value_norm"], bool):
+        raise bad("mappo.value_norm", "true or false")
+    if config["mappo"]["layout"] not in LAYOUTS:
+        raise bad("mappo.layout", f"one of {', '.join(LAYOUTS)}")
+    problem = config["problem"]
+    if problem not in PROBLEMS:
+        raise ConfigError(f"{where}: problem {problem!r} is not one of {', '.join(PROBLEMS)}")
+    algorithms = ALGORITHMS[problem]
     if config["algorithm"] not in algorithms:
         raise ConfigError(f"{where}: algorithm {config['algorithm']!r} is not one of {', '.join(algorithms)} "
-                          f"for problem {config['problem']}")
-    policies = POLICIES[config["problem"]]
+                          f"for problem {problem}")
+    policies = POLICIES[problem]
     name = config["policy"].get("name")
     if name not in policies:
         raise ConfigError(f"{where}: policy.name {name!r} is not one of {', '.join(policies)}")
     if not config["env_config"] or not isinstance(config["env_config"], str):
-        raise ConfigError(f"{where}: env_config must name the env's YAML config, e.g. configs/vm_rescheduling/azure_small.yaml")
+        raise ConfigError(f"{where}: env_config must name the env's YAML config, e.g. {ENV_CONFIG_EXAMPLE[problem]}")
     env_path = resolve_path(config["env_config"])
     if not env_path.is_file():
         raise ConfigError(f"{where}: env_config {config['env_config']!r} does not exist")
-    from envs.vm_sources import load_vm_config
-
-    load_vm_config(env_path)  # the env config's own schema: its mistakes are named in its file
+    _check_env(where, problem, env_path, config["env"])
     if config["algorithm"] == "bc" and name != "graph":
         raise ConfigError(f"{where}: algorithm bc trains policy.name graph (the pointer heads it clones into), got {name!r}")
     if config["bc"]["teacher"] not in TEACHERS:
@@ -233,9 +247,28 @@ def _check_values(where: str, config: dict[str, Any]) -> None:
             raise ConfigError(f"{where}: init_from must be null or a run folder / model.zip path, got {init_from!r}")
         check_model_path(f"{where}: init_from {init_from}", resolve_path(init_from))
     batch = config["ppo"]["n_steps"] * config["n_envs"]
-    if config["ppo"]["batch_size"] > batch:
+    if config["algorithm"] in ("maskable_ppo", "ppo") and config["ppo"]["batch_size"] > batch:
         raise ConfigError(f"{where}: ppo.batch_size {config['ppo']['batch_size']} is larger than a rollout "
                           f"(ppo.n_steps x n_envs = {batch})")
+
+
+def _check_env(where: str, problem: str, env_path: Path, env: dict[str, Any]) -> None:
+    """The env config's own schema, and the ``env`` section against the env's parameters: their
+    mistakes are named in their file (or as ``env.<key>``)."""
+    if problem == "vm_rescheduling":
+        from envs.vm_rescheduling import check_env_options
+        from envs.vm_sources import load_vm_config
+
+        check_env_options(where, env, prefix="env.")
+        load_vm_config(env_path)
+        return
+    from envs.microservice.config import load_config
+
+    load_config(env_path)  # its own mistakes, named in its file
+    try:
+        load_config(env_path, **env)
+    except ConfigError as exc:  # a mistake of the env section: named as the training config's
+        raise ConfigError(f"{where}: env section: {exc}") from None
 
 
 MODEL_KINDS = "a model.zip written by train.py, or a run folder with best/ or last/ (runs/<run>)"
@@ -311,5 +344,7 @@ def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
         parts, value = parse_override(text)
         _check_keys(f"override {text!r}", _as_override_dict(parts, value), DEFAULTS)
         config = _merge(config, _as_override_dict(parts, value))
+    if config["algorithm"] is None and config["problem"] in DEFAULT_ALGORITHM:
+        config["algorithm"] = DEFAULT_ALGORITHM[config["problem"]]
     _check_values(where if not overrides else f"{where} (with overrides)", config)
     return config

@@ -1,10 +1,12 @@
-"""Masked PPO (sb3-contrib ``MaskablePPO``) on ``clustergym/VMRescheduling-v0``, with exact resume.
+"""Masked PPO (sb3-contrib ``MaskablePPO``) with exact resume, on ``clustergym/VMRescheduling-v0``
+and (through a :class:`Task`, ``training/autoscaling_ppo.py``) any other env.
 
 Read top to bottom: build the envs and the model, then learn in one ``MaskablePPO.learn`` call
 whose callback, at every rollout boundary (after an update, before the next rollout):
 
-1. evaluates on the held-out split when ``eval.every_timesteps`` have passed (deterministic plans on
-   fixed episodes; best-improvement greedy on the same snapshots as a reference), keeping ``best/``;
+1. evaluates when ``eval.every_timesteps`` have passed (VM: deterministic plans on fixed episodes
+   of the validation split, best-improvement greedy on the same snapshots as a reference), keeping
+   ``best/`` (the task says by which figure);
 2. captures the whole training state in memory -- model and optimiser, the vectorised envs
    mid-episode, the last observations, every RNG, the counters -- and writes it to ``checkpoint/``
    every ``checkpoint.every_updates`` updates.
@@ -26,6 +28,7 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,11 +81,11 @@ def policy_spec(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     return "MultiInputPolicy", kwargs
 
 
-def make_model(config: dict[str, Any], env, tensorboard_log: str | None):
-    """A fresh ``MaskablePPO`` for the config (seeded)."""
+def make_model(config: dict[str, Any], env, tensorboard_log: str | None, spec: Callable | None = None):
+    """A fresh ``MaskablePPO`` for the config (seeded); ``spec`` is the task's policy spec (default VM)."""
     from sb3_contrib import MaskablePPO
 
-    policy, policy_kwargs = policy_spec(config)
+    policy, policy_kwargs = (spec or policy_spec)(config)
     return MaskablePPO(policy, env, policy_kwargs=policy_kwargs, seed=config["seed"], device="cpu",
                        tensorboard_log=tensorboard_log, verbose=0, **config["ppo"])
 
@@ -158,24 +161,33 @@ class HeldOutEvaluation:
 
 
 def record_evaluation(run_dir: Path, model, figures: dict[str, float], updates: int, extra: dict[str, Any],
-                      metadata: Callable[[], dict[str, Any]]) -> None:
-    """Append a held-out evaluation to ``eval.csv`` and TensorBoard; save ``best/`` when its FR is the lowest yet.
+                      metadata: Callable[[], dict[str, Any]], task: "Task | None" = None) -> None:
+    """Append an evaluation to ``eval.csv`` and TensorBoard; save ``best/`` when it is the best yet.
 
-    Shared by every algorithm, so their run folders read the same. ``extra`` keeps ``last_eval`` and ``best_fr``.
+    Shared by every algorithm, so their run folders read the same. ``extra`` keeps ``last_eval`` and
+    ``best_score`` (VM: ``best_fr`` too); ``task`` (default: VM rescheduling) names the fields and
+    the figure ``best/`` is picked by.
     """
+    task = task or VM_TASK
     extra["last_eval"] = dict(figures, timesteps=model.num_timesteps)
     eval_csv = run_dir / "eval.csv"
     new_file = not eval_csv.exists()
     with eval_csv.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=task.eval_fields, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         writer.writerow({"timesteps": model.num_timesteps, "updates": updates, **figures})
-    for key in ("fr_final", "share_of_greedy_gain", "migrations"):
+    for key in task.tensorboard_keys:
         model.logger.record(f"eval/{key}", figures[key])
     model.logger.dump(model.num_timesteps)
-    if extra["best_fr"] is None or figures["fr_final"] < extra["best_fr"]:
-        extra["best_fr"] = figures["fr_final"]
+    score = figures[task.score] * (1.0 if task.higher_is_better else -1.0)
+    best = extra.get("best_score")
+    if best is None and extra.get("best_fr") is not None:  # a VM run's extra: best_fr is its lowest FR
+        best = -extra["best_fr"]
+    if best is None or score > best:
+        extra["best_score"] = score
+        if task.score == "fr_final":
+            extra["best_fr"] = figures["fr_final"]
         save_model(run_dir / "best", model, metadata())
 
 
@@ -206,19 +218,26 @@ def capture_state(model, extra: dict[str, Any]) -> dict[str, bytes]:
     return {"model.zip": buffer.getvalue(), "state.pkl": pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
-def restore_model(paths: dict[str, Path], config: dict[str, Any], tensorboard_log: str | None):
+def restore_model(paths: dict[str, Path], config: dict[str, Any], tensorboard_log: str | None,
+                  spec: Callable | None = None):
     """Rebuild the model, its envs and RNGs from checkpoint files; returns ``(model, extra)``."""
     from collections import deque
 
     from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import VecEnv
 
     try:
         state = pickle.loads(paths["state.pkl"].read_bytes())
     except Exception as exc:  # noqa: BLE001 -- any unpickling failure means the same thing to the user
         raise CheckpointError(f"{paths['state.pkl']}: cannot be read ({exc.__class__.__name__})") from None
-    policy_spec(config)  # imports the policy's module, which unpickling the model needs
+    (spec or policy_spec)(config)  # imports the policy's module, which unpickling the model needs
     model = MaskablePPO.load(paths["model.zip"], env=state["env"], device="cpu")
-    state["env"]._reset_seeds()  # loading seeds the env's next reset(); the run it continues had no pending seed
+    # Loading seeds the env's next reset() (a wrapper passes the seed to the env it wraps); the run it
+    # continues had no pending seed.
+    env = state["env"]
+    while isinstance(env, VecEnv):
+        env._reset_seeds()
+        env = getattr(env, "venv", None)
     model.tensorboard_log = tensorboard_log
     model._last_obs, model._last_episode_starts = state["last_obs"], state["last_episode_starts"]
     model.num_timesteps, model._n_updates, model._episode_num = state["num_timesteps"], state["n_updates"], state["episode_num"]
@@ -228,9 +247,9 @@ def restore_model(paths: dict[str, Path], config: dict[str, Any], tensorboard_lo
 
 
 # ---------------------------------------------------------------------- the training loop
-def checkpoint_expectations(config: dict[str, Any], run_info: dict[str, Any], env) -> dict[str, Any]:
+def checkpoint_expectations(config: dict[str, Any], run_info: dict[str, Any], env, env_id: str = ENV_ID) -> dict[str, Any]:
     """What a checkpoint of this run must say about itself to be resumed."""
-    return {"run_id": run_info["run_id"], "env_id": ENV_ID,
+    return {"run_id": run_info["run_id"], "env_id": env_id,
             "observation_space": space_signature(env.observation_space),
             "action_space": space_signature(env.action_space)}
 
@@ -249,6 +268,40 @@ def model_metadata(config: dict[str, Any], model, extra: dict[str, Any]) -> dict
     }
 
 
+@dataclass(frozen=True)
+class Task:
+    """What :func:`train` needs to know of a problem besides the config.
+
+    Attributes:
+        env_id: the env's registered id (checked on resume).
+        make_envs: config -> the training ``VecEnv``.
+        policy_spec: config -> ``(policy class or SB3 name, policy_kwargs)``; also imports the
+            policy's module before a checkpoint is unpickled.
+        evaluation: config -> a callable ``model -> figures`` with a ``split`` attribute.
+        metadata: ``(config, model, extra)`` -> what ``best/`` and ``last/`` need to be reloaded.
+        eval_fields: ``eval.csv`` columns (``timesteps``, ``updates``, then figures).
+        score: the figure ``best/`` is picked by; higher_is_better: its direction.
+        tensorboard_keys: figures logged as ``eval/<key>``.
+        postfix: figures -> the progress bar's text.
+    """
+
+    env_id: str
+    make_envs: Callable[[dict[str, Any]], Any]
+    policy_spec: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]]
+    evaluation: Callable[[dict[str, Any]], Any]
+    metadata: Callable[[dict[str, Any], Any, dict[str, Any]], dict[str, Any]]
+    eval_fields: tuple[str, ...]
+    score: str
+    higher_is_better: bool
+    tensorboard_keys: tuple[str, ...]
+    postfix: Callable[[dict[str, float]], str]
+
+
+VM_TASK = Task(ENV_ID, make_envs, policy_spec, HeldOutEvaluation, model_metadata, EVAL_FIELDS, "fr_final", False,
+               ("fr_final", "share_of_greedy_gain", "migrations"),
+               lambda f: f"eval FR {f['fr_final']:.4f} (greedy {f['greedy_fr']:.4f})")
+
+
 class _Stop:
     """Set by SIGINT / SIGTERM; checked after each env step."""
 
@@ -259,8 +312,12 @@ class _Stop:
         self.signal = signum
 
 
-def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resume: bool, progress: bool = True) -> dict[str, Any]:
-    """Train (or continue) the run in ``run_dir``; returns a summary. See the module docstring."""
+def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resume: bool, progress: bool = True,
+          task: Task | None = None) -> dict[str, Any]:
+    """Train (or continue) the run in ``run_dir``; returns a summary. See the module docstring.
+
+    ``task`` is the problem (default :data:`VM_TASK`)."""
+    task = task or VM_TASK
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import configure
@@ -269,18 +326,18 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
     torch.set_num_threads(config["torch_threads"])
     tb_dir = str(run_dir / "tb")
     if resume:
-        probe = make_envs(dict(config, n_envs=1))
-        paths, manifest = read_checkpoint(run_dir, checkpoint_expectations(config, run_info, probe))
+        probe = task.make_envs(dict(config, n_envs=1))
+        paths, manifest = read_checkpoint(run_dir, checkpoint_expectations(config, run_info, probe, task.env_id))
         probe.close()
-        model, extra = restore_model(paths, config, tb_dir)
+        model, extra = restore_model(paths, config, tb_dir, task.policy_spec)
     else:
-        model = make_model(config, make_envs(config), tb_dir)
+        model = make_model(config, task.make_envs(config), tb_dir, task.policy_spec)
         if config.get("init_from"):
             init_from_weights(model, config["init_from"])
-        extra = {"last_eval_timesteps": None, "best_fr": None, "last_eval": None, "updates": 0}
+        extra = {"last_eval_timesteps": None, "best_fr": None, "best_score": None, "last_eval": None, "updates": 0}
     model.set_logger(configure(tb_dir, ["tensorboard"]))
-    expect = checkpoint_expectations(config, run_info, model.get_env())
-    evaluation = HeldOutEvaluation(config)
+    expect = checkpoint_expectations(config, run_info, model.get_env(), task.env_id)
+    evaluation = task.evaluation(config)
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     total = config["total_timesteps"]
@@ -292,8 +349,8 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
     def evaluate_now() -> None:
         figures = evaluation(model)
         extra["last_eval_timesteps"] = model.num_timesteps
-        record_evaluation(run_dir, model, figures, extra["updates"], extra, lambda: model_metadata(config, model, extra))
-        bar.set_postfix_str(f"eval FR {figures['fr_final']:.4f} (greedy {figures['greedy_fr']:.4f})")
+        record_evaluation(run_dir, model, figures, extra["updates"], extra, lambda: task.metadata(config, model, extra), task)
+        bar.set_postfix_str(task.postfix(figures))
 
     def at_boundary() -> None:
         """After an update (or at the start), before the next rollout."""
@@ -330,7 +387,7 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
                 evaluate_now()
             final = capture_state(model, extra)
             write_checkpoint(run_dir, final, dict(expect, num_timesteps=model.num_timesteps, updates=extra["updates"]))
-            save_model(run_dir / "last", model, model_metadata(config, model, extra))
+            save_model(run_dir / "last", model, task.metadata(config, model, extra))
     finally:
         bar.close()
         for s, handler in previous.items():
@@ -338,5 +395,6 @@ def train(config: dict[str, Any], run_dir: Path, run_info: dict[str, Any], resum
     # When interrupted, the run continues from the boundary checkpoint, not from where the step stopped.
     steps = boundary["manifest"]["num_timesteps"] if interrupted else model.num_timesteps
     return {"interrupted": interrupted, "signal": stop.signal, "num_timesteps": steps,
-            "last_eval": extra["last_eval"], "best_fr": extra["best_fr"], "split": evaluation.split}
+            "last_eval": extra["last_eval"], "best_fr": extra.get("best_fr"), "best_score": extra.get("best_score"),
+            "split": evaluation.split}
 

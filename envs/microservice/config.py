@@ -10,6 +10,7 @@ every config of clustergym uses), as a :class:`~digital_twin.cli.ConfigError` (a
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,39 @@ def _weights(source: str, key: str, doc: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in doc.items()}
 
 
+def _draw(source: str, where: str, value: Any, rng: np.random.Generator) -> Any:
+    """A scenario parameter with its random parts drawn: ``{uniform: [lo, hi]}`` (integers when both
+    bounds are, inclusive) or ``{choice: [a, b, ...]}``; anything else is kept as written."""
+    if isinstance(value, dict) and set(value) == {"uniform"}:
+        bounds = value["uniform"]
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds) or bounds[0] > bounds[1]):
+            raise _err(source, where, f"uniform: expected [low, high] numbers with low <= high, got {bounds!r}")
+        if all(isinstance(b, int) for b in bounds):
+            return int(rng.integers(bounds[0], bounds[1] + 1))
+        return float(rng.uniform(bounds[0], bounds[1]))
+    if isinstance(value, dict) and set(value) == {"choice"}:
+        options = value["choice"]
+        if not isinstance(options, list) or not options:
+            raise _err(source, where, f"choice: expected a non-empty list, got {options!r}")
+        return options[int(rng.integers(len(options)))]
+    if isinstance(value, dict) and set(value) & {"uniform", "choice"}:
+        raise _err(source, where, "a random parameter is {uniform: [low, high]} or {choice: [...]} alone")
+    return value
+
+
+def _sampled(source: str, where: str, name: str, specs: list[Any], samples: int, pick: int | None) -> list[tuple[dict, ...]]:
+    """``samples`` concrete scenario lists of one variant: ``pick`` of its entries (all if None), random
+    parameters drawn. Seeded by the variant's name, so a config always expands the same way."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    out = []
+    for _ in range(samples):
+        chosen = specs if pick is None else [specs[i] for i in sorted(rng.choice(len(specs), size=pick, replace=False))]
+        out.append(tuple({k: _draw(source, f"{where}.scenarios.{k}", v, rng) for k, v in spec.items()}
+                         if isinstance(spec, dict) else spec for spec in chosen))
+    return out
+
+
 def _variants(source: str, doc: Any) -> tuple[ScenarioVariant, ...]:
     if doc is None or doc == []:
         return (ScenarioVariant("none"),)
@@ -182,8 +216,8 @@ def _variants(source: str, doc: Any) -> tuple[ScenarioVariant, ...]:
     for i, entry in enumerate(doc):
         where = f"scenarios[{i}]"
         if not isinstance(entry, dict) or "name" not in entry:
-            raise _err(source, where, "expected a mapping {name, weight, scenarios | file}")
-        check_keys(source, entry, ("name", "weight", "scenarios", "file"), prefix=f"{where}.")
+            raise _err(source, where, "expected a mapping {name, weight, scenarios | file, samples, pick}")
+        check_keys(source, entry, ("name", "weight", "scenarios", "file", "samples", "pick"), prefix=f"{where}.")
         specs = list(entry.get("scenarios") or [])
         if "file" in entry:
             from digital_twin.microservices.scenarios import ScenarioError, load_scenarios
@@ -193,7 +227,18 @@ def _variants(source: str, doc: Any) -> tuple[ScenarioVariant, ...]:
             except (OSError, ScenarioError) as exc:  # the scenario file's own message names it
                 raise _err(source, f"{where}.file", str(exc)) from None
         weight = _number(source, f"{where}.weight", entry.get("weight", 1.0), strict=True)
-        variants.append(ScenarioVariant(str(entry["name"]), float(weight), tuple(specs)))
+        samples = int(_number(source, f"{where}.samples", entry.get("samples", 1), lower=1, integer=True))
+        pick = entry.get("pick")
+        if pick is not None:
+            pick = int(_number(source, f"{where}.pick", pick, lower=1, integer=True))
+            if pick > len(specs):
+                raise _err(source, f"{where}.pick", f"{pick} is more than the variant's {len(specs)} scenario entries")
+        name = str(entry["name"])
+        drawn = _sampled(source, where, name, specs, samples, pick)
+        if samples == 1 and pick is None:
+            variants.append(ScenarioVariant(name, float(weight), drawn[0]))
+        else:
+            variants += [ScenarioVariant(f"{name}/{k}", float(weight) / samples, d) for k, d in enumerate(drawn)]
     if len({v.name for v in variants}) != len(variants):
         raise _err(source, "scenarios", "variant names must be unique")
     return tuple(variants)

@@ -17,19 +17,21 @@ from evaluation.metrics import autoscaling_episode_metrics
 
 if TYPE_CHECKING:
     from agents.autoscaling import AutoscalingPolicy
+    from envs.microservice import MicroserviceConfig
 
 SERIES_KEYS = ("slo_violated", "e2e_latency_p95", "dropped_requests", "pod_seconds", "offered_rate", "attack_rate")
 """Per-step ``info`` entries recorded for every episode (plus the total desired replicas)."""
 
 
-def evaluate_autoscaling(config_path: str | Path, policies: Sequence[AutoscalingPolicy], seeds: Sequence[int], episodes: int = 1,
+def evaluate_autoscaling(config_path: str | Path | MicroserviceConfig, policies: Sequence[AutoscalingPolicy], seeds: Sequence[int], episodes: int = 1,
                          scenarios: Sequence[str] | None = None, window_index: int | None = None,
                          breach_limit_minutes: float = 2.0, recovery_hold_minutes: float = 5.0,
-                         progress: bool = True) -> tuple[list[dict], dict]:
+                         progress: bool = True, split: str = "held_out") -> tuple[list[dict], dict]:
     """Every policy on every held-out window and scenario.
 
     Args:
-        config_path: an autoscaling config (``configs/microservice_autoscaling/*.yaml``).
+        config_path: an autoscaling config (``configs/microservice_autoscaling/*.yaml``), or a loaded
+            :class:`~envs.microservice.MicroserviceConfig` (e.g. with a training run's overrides).
         policies: :class:`~agents.autoscaling.AutoscalingPolicy` objects (e.g. from
             :func:`agents.autoscaling.make_policy`), reported under their ``name``.
         seeds: evaluation seeds.
@@ -39,6 +41,8 @@ def evaluate_autoscaling(config_path: str | Path, policies: Sequence[Autoscaling
         breach_limit_minutes: an episode succeeds if no SLO breach lasts longer than this.
         recovery_hold_minutes: recovered once the SLO has held this long after the failure's onset.
         progress: show a progress bar on stderr.
+        split: ``"held_out"`` (evaluation) or ``"train"`` (model selection during training: it never
+            sees the held-out days).
 
     Returns:
         ``(rows, data)``: one row per scenario, method and episode (the
@@ -82,24 +86,27 @@ def evaluate_autoscaling(config_path: str | Path, policies: Sequence[Autoscaling
                 bar.set_postfix_str(f"{name} seed {seed} {policy.name}")
                 # Same seed -> same held-out windows and draws for every method.
                 rng = np.random.default_rng([seed, v_index])
-                core = MicroserviceCore(config, num_clusters=episodes, split="held_out")
-                options: dict[str, Any] = {"scenario": name, "split": "held_out"}
+                core = MicroserviceCore(config, num_clusters=episodes, split=split)
+                options: dict[str, Any] = {"scenario": name, "split": split}
                 if window_index is not None:
                     options["window_index"] = window_index
                 core.reset(rng, options=options)
                 policy.reset(core)
                 log: dict[str, list[np.ndarray]] = {k: [] for k in (*SERIES_KEYS, "replicas")}
+                episode_return = np.zeros(episodes)
                 for t in range(core.window_steps):
                     desired = policy.desired_replicas(core, now_s=t * config.step_seconds)
-                    _, _, info = core.step(deltas_for(core, desired), rng)
+                    reward, _, info = core.step(deltas_for(core, desired), rng)
+                    episode_return += reward
                     for k in SERIES_KEYS:
                         log[k].append(np.asarray(info[k], dtype=np.float64))
                     log["replicas"].append(core.desired.sum(axis=1).astype(np.float64))
                 arrays = {k: np.stack(v, axis=1) for k, v in log.items()}  # (B, T)
                 for b in range(episodes):
                     rows.append({
-                        "scenario": name, "method": policy.name, "seed": seed, "episode": b, "split": "held_out",
+                        "scenario": name, "method": policy.name, "seed": seed, "episode": b, "split": split,
                         "window_start_step": int(core.window_start[b]), "steps": core.window_steps,
+                        "episode_return": float(episode_return[b]),
                         **autoscaling_episode_metrics({k: v[b] for k, v in arrays.items()}, step_minutes, onset,
                                                       breach_limit_minutes, hold_steps),
                     })

@@ -89,7 +89,8 @@ DEFAULTS: dict[str, Any] = {
         "learning_rate": 1e-3,
         "value_coef": 0.5,
     },
-    # algorithm: maskable_ppo -- start from the policy weights of a run folder or model.zip (e.g. a bc run).
+    # algorithm: maskable_ppo / ppo -- start from the policy weights of a run folder or model.zip (a bc run,
+    # or an earlier run to train further).
     "init_from": None,
     # algorithm: mappo / ippo (problem autoscaling, training/mappo.py); the PPO keys above are shared.
     "mappo": {"layout": "roles", "value_norm": True, "huber_delta": 10.0, "n_minibatches": 1},
@@ -241,8 +242,8 @@ def _check_values(where: str, config: dict[str, Any]) -> None:
         raise ConfigError(f"{where}: bc.teacher {config['bc']['teacher']!r} is not one of {', '.join(TEACHERS)}")
     init_from = config["init_from"]
     if init_from is not None:
-        if config["algorithm"] != "maskable_ppo":
-            raise ConfigError(f"{where}: init_from is for algorithm maskable_ppo, not {config['algorithm']}")
+        if config["algorithm"] not in ("maskable_ppo", "ppo"):
+            raise ConfigError(f"{where}: init_from is for algorithms maskable_ppo and ppo, not {config['algorithm']}")
         if not isinstance(init_from, str) or not init_from:
             raise ConfigError(f"{where}: init_from must be null or a run folder / model.zip path, got {init_from!r}")
         check_model_path(f"{where}: init_from {init_from}", resolve_path(init_from))

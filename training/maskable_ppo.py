@@ -91,7 +91,8 @@ def make_model(config: dict[str, Any], env, tensorboard_log: str | None, spec: C
 
 
 def init_from_weights(model, path: str) -> None:
-    """Copy the policy weights of a saved model (a run folder or ``model.zip``, e.g. a bc run) into ``model``.
+    """Copy the policy weights of a saved model (a run folder or ``model.zip``, e.g. a bc run, or an
+    earlier run to train further) into ``model``.
 
     Only the policy's parameters are taken; the optimiser, counters and RNGs stay fresh.
 
@@ -99,10 +100,17 @@ def init_from_weights(model, path: str) -> None:
         ConfigError: the saved policy's parameters do not fit this config's policy.
     """
     from agents.vm.agent import resolve_model_path
-    from agents.vm.policy import load_vm_model
     from training.config import ConfigError
 
-    source = load_vm_model(resolve_model_path(resolve_path(path)), env=model.get_env(), device="cpu")
+    model_zip = resolve_model_path(resolve_path(path))
+    if model.observation_space.__class__.__name__ == "Dict" and "vm_features" in model.observation_space.spaces:
+        from agents.vm.policy import load_vm_model
+
+        source = load_vm_model(model_zip, env=model.get_env(), device="cpu")  # any padding
+    else:
+        from sb3_contrib import MaskablePPO
+
+        source = MaskablePPO.load(model_zip, device="cpu")
     try:
         model.policy.load_state_dict(source.policy.state_dict())
     except RuntimeError as exc:

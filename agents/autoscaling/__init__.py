@@ -5,8 +5,12 @@
 * :mod:`~agents.autoscaling.references` -- the static and threshold step-scaling rules.
 * :mod:`~agents.autoscaling.policies` -- the :class:`AutoscalingPolicy` interface,
   :func:`deltas_for`, and the HPA and saved-agent adapters.
+* :mod:`~agents.autoscaling.mpc` -- the model-predictive reference (``mpc``): the twin rolled
+  forward over candidate replica plans every step.
+* :mod:`~agents.autoscaling.tuning` -- the HPA with its target tuned on a config's train split
+  (``k8s_hpa_tuned``).
 * :mod:`~agents.autoscaling.registry` -- :func:`make_policy` by name (:data:`POLICY_NAMES`,
-  ``agent:PATH``).
+  ``k8s_hpa@TARGET``, ``agent:PATH``).
 
 Names are imported on first use (PEP 562), so ``import agents.autoscaling`` imports nothing
 heavy; torch and SB3 load only for an ``agent:`` policy.
@@ -32,6 +36,9 @@ _EXPORTS: dict[str, str] = {
     "StaticReplicas": "references",
     "ThresholdPolicy": "references",
     "ThresholdStepScaler": "references",
+    "ModelPredictivePolicy": "mpc",
+    "TunedHPAPolicy": "tuning",
+    "tune_hpa_target": "tuning",
     "HorizontalPodAutoscaler": "k8s_hpa",
     "batched_hpa_recommend": "k8s_hpa",
 }

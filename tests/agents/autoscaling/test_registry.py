@@ -15,6 +15,12 @@ from agents.autoscaling.references import StaticPolicy
 from envs.microservice import MicroserviceCore, load_config
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """``k8s_hpa_tuned`` caches its tuning: keep it out of the user's cache."""
+    monkeypatch.setenv("CLUSTERGYM_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def test_import_is_lazy():
     """``import agents.autoscaling`` loads no submodule; ``make_policy`` pulls in no torch, SB3 or env."""
     code = (
@@ -42,6 +48,28 @@ def test_unknown_names_are_refused_with_the_choices():
         make_policy("bogus")
     with pytest.raises(FileNotFoundError, match="agent model not found"):
         make_policy("agent:/nonexistent/model.zip")
+
+
+def test_reference_names():
+    from agents.autoscaling.mpc import ModelPredictivePolicy
+    from agents.autoscaling.tuning import TunedHPAPolicy
+
+    assert {"k8s_hpa_tuned", "mpc"} <= set(POLICY_NAMES)
+    assert isinstance(make_policy("mpc"), ModelPredictivePolicy)
+    assert isinstance(make_policy("k8s_hpa_tuned"), TunedHPAPolicy)
+
+
+@pytest.mark.parametrize("spec, target, behavior", [("k8s_hpa@70", 70, False), ("k8s_hpa_behavior@45", 45, True)])
+def test_a_target_in_the_name(spec, target, behavior):
+    policy = make_policy(spec, hpa_target=60)
+    assert isinstance(policy, KubernetesHPAPolicy) and policy.name == spec and policy.target == target
+    assert (policy.behavior is not None) == behavior
+
+
+@pytest.mark.parametrize("spec", ["k8s_hpa@", "k8s_hpa@x", "k8s_hpa@0", "static@5", "mpc@3", "k8s_hpa_tuned@60"])
+def test_malformed_targets_are_refused(spec):
+    with pytest.raises(ValueError, match="unknown autoscaling policy"):
+        make_policy(spec)
 
 
 def test_static_is_one_rule_and_refuses_negative_counts():

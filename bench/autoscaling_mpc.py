@@ -1,0 +1,77 @@
+"""Compute of the model-predictive reference (``mpc``): seconds per decision, rollout service-steps/s.
+
+For each config, one cluster (B = 1) plays ``--steps`` control steps of a held-out window under
+``mpc``; the figures are the wall time of its decisions (each: K candidate plans x H horizon steps
+rolled forward by the batched twin, then a refinement round, plus the capacity replay), the
+service-steps those rollouts simulated per second, and, as the same-process reference, the plain
+``k8s_hpa`` decision and the env step on the same cluster. A decision must fit in the control
+step (15 s) to run in real time.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/autoscaling_mpc.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The repo root first: run as a script, bench/ is sys.path[0] and bench/envs.py would shadow envs/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from agents.autoscaling import deltas_for, make_policy  # noqa: E402
+from agents.autoscaling.mpc import ModelPredictivePolicy  # noqa: E402
+from envs.microservice import MicroserviceCore, load_config  # noqa: E402
+
+
+def run(config_name: str, steps: int, clusters: int, quiet: bool = False) -> None:
+    config = load_config(config_name)
+    steps = min(steps, config.window_steps)
+    figures = {}
+    for name in ("k8s_hpa", "mpc"):
+        policy = make_policy(name)
+        rng = np.random.default_rng(0)
+        core = MicroserviceCore(config, num_clusters=clusters, split="held_out")
+        core.reset(rng, options={"split": "held_out", "scenario": config.scenarios[0].name})
+        policy.reset(core)
+        decide = env = 0.0
+        for t in range(steps):
+            start = time.perf_counter()
+            desired = policy.desired_replicas(core, now_s=t * config.step_seconds)
+            middle = time.perf_counter()
+            core.step(deltas_for(core, desired), rng)
+            decide, env = decide + middle - start, env + time.perf_counter() - middle
+        figures[name] = (policy, decide / steps, env / steps)
+    mpc, per_decision, env_step = figures["mpc"]
+    assert isinstance(mpc, ModelPredictivePolicy)
+    stats = mpc.stats()
+    if quiet:
+        return
+    s = core.num_services
+    k1, k2 = 1 + len(mpc.shifts) * (1 + s) + len(mpc.sizing), 2 * s + 1
+    print(f"{config_name}: S={s}, B={clusters}, {steps} decisions, horizon {mpc.horizon}, "
+          f"K={k1} then {k2} plans x {mpc._samples} samples per cluster")
+    print(f"  mpc      {per_decision * 1e3:8.2f} ms/decision  ({stats['decisions_per_s']:7.1f} decisions/s; "
+          f"rollouts {stats['rollout_service_steps_per_s']:12,.0f} service-steps/s; "
+          f"{15.0 / per_decision:,.0f}x faster than real time at 15 s steps)")
+    print(f"  k8s_hpa  {figures['k8s_hpa'][1] * 1e3:8.3f} ms/decision   env step {env_step * 1e3:.3f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["chain4_huawei", "online_boutique_worldcup"])
+    parser.add_argument("--steps", type=int, default=60, help="decisions timed per config (default 60)")
+    parser.add_argument("--clusters", type=int, default=1, help="B (default 1)")
+    args = parser.parse_args()
+    run(args.configs[0], 3, 1, quiet=True)  # compile the twin's kernels outside the timing
+    for name in args.configs:
+        run(name, args.steps, args.clusters)
+
+
+if __name__ == "__main__":
+    main()

@@ -25,13 +25,18 @@ each limit. Metrics: FR before and after, share of the best gain ``(FR0 - FR) / 
 Plots: FR vs migrations per method; time per plan; final FR vs time per plan (quality vs time).
 
 Autoscaling (``configs/microservice_autoscaling/*.yaml``): each episode is a window of the trace's
-held-out split, run under each of the config's scenario variants (or ``--scenarios``); all methods
-see the same windows and draws. Metrics per episode: SLO-violation minutes, success (no SLO breach
-longer than ``--breach-limit-minutes``), mean end-to-end p95 latency, dropped requests, pod-hours,
-and recovery time: minutes from the failure's onset until the SLO has held for
-``--recovery-hold-minutes`` in a row (0 if it holds from the onset; blank for a variant without
-failure, or if it never holds that long before the episode ends). Plots: load, p95 latency and
-replicas over time per method (first episode of each scenario); SLO-violation minutes per scenario.
+held-out split, run under each of the config's scenario variants (or ``--scenarios``); every
+scenario and method of a seed sees the same windows and draws, and the table, ``episodes.csv``
+(``window_start``, the window's first minute) and every plot title name them. Metrics per episode:
+SLO-violation minutes, success (no SLO breach longer than ``--breach-limit-minutes``), mean
+end-to-end p95 latency, dropped requests, pod-hours, recovery time and the env's return (its reward
+summed over the episode). Recovery time covers the failure's whole effect: minutes from the
+failure's onset until the SLO holds without a break through ``--recovery-hold-minutes`` after
+both that moment and the failure's end (so a breach that starts while the failure acts, or within
+the hold time after it, counts however quiet its first minutes were; 0 if the SLO holds throughout;
+blank for a variant without failure, or if it never holds that long before the episode ends).
+Plots: load, p95 latency and replicas over time per method (first episode of each scenario);
+SLO-violation minutes per scenario.
 
 User mistakes follow :mod:`digital_twin.cli`'s rule: one ``error:`` line naming the file or flag,
 what is wrong and what is allowed, exit status 2, the traceback only with ``--debug``. The config,
@@ -92,7 +97,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
     parser.add_argument("config", help="YAML config (configs/vm_rescheduling/*.yaml or configs/microservice_autoscaling/*.yaml)")
     parser.add_argument("--policies", nargs="+", default=None, metavar="POLICY",
                         help="methods to compare: baseline names (VM: random, ffd, greedy, beam, cpsat, cpsat_lns; "
-                             "autoscaling: static, threshold, k8s_hpa, k8s_hpa_behavior) or agent:PATH for a saved "
+                             "autoscaling: static, threshold, k8s_hpa, k8s_hpa_behavior, k8s_hpa_tuned, mpc, k8s_hpa@TARGET) or agent:PATH for a saved "
                              f"agent, PATH being {AGENT_PATH_TAKES} "
                              f"(default: VM {' '.join(DEFAULT_VM_POLICIES)}; "
                              f"autoscaling {' '.join(DEFAULT_AUTOSCALING_POLICIES)})")
@@ -119,7 +124,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
     parser.add_argument("--breach-limit-minutes", type=non_negative_float, default=None,
                         help="autoscaling: an episode succeeds if no SLO breach lasts longer than this (default: 2)")
     parser.add_argument("--recovery-hold-minutes", type=positive_float, default=None,
-                        help="autoscaling: recovered once the SLO has held this long after the failure's onset (default: 5)")
+                        help="autoscaling: recovered once the SLO holds from then on through this long after the "
+                             "failure's end (default: 5)")
     parser.add_argument("--run-name", default=None, help="results/<run-name>/ (default: <config>__<time>)")
     parser.add_argument("--out-dir", default=str(default_out_dir), help="parent folder of run folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -280,8 +286,9 @@ def vm_planners(specs: list[str]) -> tuple[dict[str, Planner], dict[str, float]]
     return planners, limits
 
 
-def autoscaling_policies(specs: list[str], static_replicas: int, hpa_target: int) -> list:
-    """The autoscaling policies ``--policies`` names.
+def autoscaling_policies(specs: list[str], static_replicas: int, hpa_target: int, config=None) -> list:
+    """The autoscaling policies ``--policies`` names (``config``: the one ``k8s_hpa_tuned`` is tuned for, on its
+    train split, before the evaluation starts).
 
     Raises:
         UsageError: an unknown name (with a did-you-mean), or an ``agent:PATH`` that names no model.
@@ -294,12 +301,12 @@ def autoscaling_policies(specs: list[str], static_replicas: int, hpa_target: int
         if spec.startswith("agent:"):
             check_agent_path(spec, takes="a model.zip saved by stable-baselines3")
         try:
-            policies.append(make_policy(spec, static_replicas, hpa_target))
+            policies.append(make_policy(spec, static_replicas, hpa_target, config=config))
         except (ValueError, FileNotFoundError) as exc:
             if spec.startswith("agent:"):
                 raise UsageError(f"--policies {spec}: {one_line(exc)}") from None
             raise UsageError(f"--policies: unknown autoscaling policy {spec!r}{did_you_mean(spec, POLICY_NAMES)}; "
-                             f"choose one of {', '.join(POLICY_NAMES)} or agent:PATH") from None
+                             f"choose one of {', '.join(POLICY_NAMES)}, k8s_hpa@TARGET or agent:PATH") from None
     return policies
 
 
@@ -356,9 +363,9 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
         from evaluation.autoscaling import evaluate_autoscaling
         from evaluation.plots import plot_autoscaling
 
-        load_config(config_path)  # the one autoscaling schema, before any policy is built
+        config = load_config(config_path)  # the one autoscaling schema, before any policy is built
         args.policies = args.policies or list(DEFAULT_AUTOSCALING_POLICIES)
-        policies = autoscaling_policies(args.policies, args.static_replicas or 5, args.hpa_target or 60)
+        policies = autoscaling_policies(args.policies, args.static_replicas or 5, args.hpa_target or 60, config=config)
         rows, data = evaluate_autoscaling(
             config_path, policies, args.seeds, episodes=args.episodes or 1, scenarios=args.scenarios,
             window_index=args.window_index,
@@ -371,13 +378,14 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
     summary = summarise(rows, group_by, [m for m, _, _ in metrics])
     write_csv(run_dir / "episodes.csv", rows)
     table = markdown_table(summary, group_by, metrics)
-    budget = budget_note(rows)  # VM: which budget the table's rows played at, kept with the table
-    (run_dir / "table.md").write_text(table + "\n" + (budget + "\n" if budget else ""))
+    # What the rows played (VM: the budget; autoscaling: the windows, the HPA's limits), kept with the table.
+    (run_dir / "table.md").write_text(table + "\n" + "".join(line + "\n" for line in table_notes(rows)))
     write_json(run_dir / "summary.json", {
         "command": command, "config": str(config_path), "policies": args.policies, "seeds": args.seeds,
         "episodes_per_seed": args.episodes or len({(r["seed"], r["episode"]) for r in rows}) // max(len(args.seeds), 1),
         "split": rows[0]["split"] if rows else None,
-        **({"budgets": budget_summary(rows)} if problem == "vm" else {}), "summary": summary,
+        **({"budgets": budget_summary(rows)} if problem == "vm" else {"windows": windows_summary(rows)}),
+        "summary": summary,
     })
     print(table)
     for line in notes(rows):
@@ -420,15 +428,44 @@ def budget_note(rows: list[dict]) -> str | None:
     return "\nbudget, the same for every method of an episode: " + "; ".join(parts) + " (episodes.csv: budget, budget_source)"
 
 
-def notes(rows: list[dict]) -> list[str]:
-    """What the table cannot say by itself: the budget the methods played at, the reference of the
-    share column, and the planners that found nothing within their limit (with the solver's status)."""
-    from evaluation.vm import base_method
+def windows_summary(rows: list[dict]) -> list[dict[str, Any]]:
+    """Autoscaling: the window each seed's episode played (summary.json), the same for every scenario and method."""
+    seen: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for r in rows:
+        if "window_start" in r:
+            seen.setdefault((r["seed"], r["episode"]), {"seed": r["seed"], "episode": r["episode"],
+                                                        "window_start": r["window_start"],
+                                                        "window_start_step": r["window_start_step"]})
+    return list(seen.values())
 
+
+def table_notes(rows: list[dict]) -> list[str]:
+    """The lines that belong under the table wherever it goes (table.md and the terminal): the
+    budget the VM methods played at; the windows the autoscaling episodes played and what the HPA
+    cannot see in the twin. Each starts with a blank line."""
     out = []
     budget = budget_note(rows)
     if budget:
         out.append(budget)
+    if rows and "window_start" in rows[0]:
+        from evaluation.autoscaling import window_note
+
+        line = window_note(rows)
+        if line:
+            out.append("\n" + line)
+        if any(str(r["method"]).startswith("k8s_hpa") for r in rows):
+            from agents.autoscaling.policies import HPA_NOT_MODELLED
+
+            out.append(f"\nk8s_hpa: {HPA_NOT_MODELLED}")
+    return out
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """What the table cannot say by itself: :func:`table_notes`, the reference of the share column,
+    and the planners that found nothing within their limit (with the solver's status)."""
+    from evaluation.vm import base_method
+
+    out = table_notes(rows)
     references = sorted({(r.get("snapshot", ""), r["reference"]) for r in rows if r.get("reference")})
     if references:
         out.append("\nshare of best gain: (FR before - FR) / (FR before - reference FR); reference per snapshot: "

@@ -21,7 +21,12 @@ AUTOSCALING_METRICS: list[MetricColumn] = [
     ("slo_violation_minutes", "SLO-violation min", ".2f"), ("success", "success rate", ".2f"),
     ("p95_latency_s", "mean p95 s", ".3f"), ("dropped_requests", "dropped requests", ".0f"),
     ("pod_hours", "pod-hours", ".2f"), ("recovery_minutes", "recovery min", ".2f"),
+    ("episode_return", "return", ".1f"),
 ]
+"""Per autoscaling episode: minutes with the SLO broken; success (no breach longer than the breach
+limit); mean end-to-end p95; dropped requests; pod-hours; recovery time, minutes from the failure's
+onset until the SLO holds through the hold time after the failure's end (:func:`recovery_minutes`;
+blank without a failure or if it never recovers); the env's return (its reward summed over the episode)."""
 
 
 # ---------------------------------------------------------------------- VM rescheduling
@@ -95,34 +100,61 @@ def longest_run(flags: np.ndarray) -> int:
     return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
 
 
-def recovery_minutes(violated: np.ndarray, onset_step: int | None, step_minutes: float, hold_steps: int) -> float:
-    """Minutes from the failure onset until the SLO has held for ``hold_steps`` consecutive steps.
+def recovery_minutes(violated: np.ndarray, onset_step: int | None, step_minutes: float, hold_steps: int,
+                     end_step: int | None = None) -> float:
+    """Minutes from the failure's onset until the SLO holds again for good: over the failure's whole effect.
 
-    0 when the SLO holds for ``hold_steps`` right from the onset; NaN without a failure, or when
-    no such stretch starts before the episode ends.
+    Recovered at the first step ``r >= onset_step`` from which the SLO holds on every step until
+    ``hold_steps`` after both ``r`` and the failure's end (``max(r, end_step) + hold_steps``), so
+    a breach that starts while the failure acts, or within ``hold_steps`` after it ends, delays
+    recovery until that breach is over, however quiet the first minutes after the onset were. The
+    episode's end cuts that stretch short only where the failure's end plus ``hold_steps`` lies
+    beyond it (a failure that lasts to the end: recovered once the SLO holds until the end).
+    A breach that starts later than ``hold_steps`` after the failure ended is not its effect.
+
+    Args:
+        violated: (T,) bool, the SLO broken on each step.
+        onset_step: the step the failure starts on; None without a failure.
+        step_minutes: minutes per step.
+        hold_steps: steps the SLO must hold, after recovery and after the failure's end.
+        end_step: the first step after the failure's active period (``onset_step`` or
+            ``onset_step + 1`` for an instant event such as a kill; default ``onset_step``).
+
+    Returns:
+        0 when the SLO holds from the onset through ``hold_steps`` after the failure's end; NaN
+        without a failure, or when it never holds that long before the episode ends.
     """
     if onset_step is None:
         return float("nan")
-    ok = ~violated[onset_step:]
-    if len(ok) < hold_steps:
+    total = len(violated)
+    end = onset_step if end_step is None else max(int(end_step), onset_step)
+    r = np.arange(onset_step, total)
+    if len(r) == 0:
         return float("nan")
-    # held[i]: the SLO holds on steps i .. i + hold_steps - 1 (a sliding-window count).
-    counts = np.convolve(ok.astype(np.int64), np.ones(hold_steps, dtype=np.int64), mode="valid")
-    starts = np.flatnonzero(counts == hold_steps)
-    return float(starts[0] * step_minutes) if len(starts) else float("nan")
+    need = np.maximum(r, end) + hold_steps  # exclusive end of the stretch that must hold
+    if end + hold_steps >= total:
+        need = np.minimum(need, total)
+    # next_bad[i]: the first violated step >= i (T if none), a reversed running minimum.
+    steps = np.where(violated, np.arange(total), total)
+    next_bad = np.minimum.accumulate(steps[::-1])[::-1]
+    ok = (need <= total) & (next_bad[r] >= need)
+    first = np.flatnonzero(ok)
+    return float(first[0] * step_minutes) if len(first) else float("nan")
 
 
 def autoscaling_episode_metrics(arrays: dict[str, np.ndarray], step_minutes: float, onset_step: int | None,
-                                breach_limit_minutes: float, hold_steps: int) -> dict[str, float]:
+                                breach_limit_minutes: float, hold_steps: int,
+                                end_step: int | None = None) -> dict[str, float]:
     """The :data:`AUTOSCALING_METRICS` of one episode.
 
     Args:
         arrays: the episode's per-step ``slo_violated``, ``e2e_latency_p95`` (s),
-            ``dropped_requests`` and ``pod_seconds``, each of shape (T,).
+            ``dropped_requests``, ``pod_seconds`` and ``reward``, each of shape (T,).
         step_minutes: minutes per control step.
         onset_step: the step the first failure starts on; None for a variant without failure.
         breach_limit_minutes: the episode succeeds if no SLO breach lasts longer than this.
-        hold_steps: recovered once the SLO has held this many steps in a row after the onset.
+        hold_steps: see :func:`recovery_minutes`.
+        end_step: the first step after the failure's active period (:func:`recovery_minutes`).
 
     Returns:
         ``{metric key: value}``, keys as in :data:`AUTOSCALING_METRICS`.
@@ -134,5 +166,6 @@ def autoscaling_episode_metrics(arrays: dict[str, np.ndarray], step_minutes: flo
         "p95_latency_s": float(arrays["e2e_latency_p95"].mean()),
         "dropped_requests": float(arrays["dropped_requests"].sum()),
         "pod_hours": float(arrays["pod_seconds"].sum() / 3600.0),
-        "recovery_minutes": recovery_minutes(violated, onset_step, step_minutes, hold_steps),
+        "recovery_minutes": recovery_minutes(violated, onset_step, step_minutes, hold_steps, end_step),
+        "episode_return": float(arrays["reward"].sum()),
     }

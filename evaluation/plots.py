@@ -218,13 +218,15 @@ def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict, title: str = "
     kill as a line) on all three panels and names them; the latency panel draws the SLO and the
     latency cap; load and replica axes start at 0; a method whose curve repeats another's exactly
     says so in the legend, and the line styles keep both visible. A pulsed DDoS is drawn as its
-    envelope and its mean over a period, not as hundreds of on/off steps.
+    envelope and its mean over a period, not as hundreds of on/off steps. Every title names the
+    trace window(s) the episodes played (their first minute), and the time axis counts minutes
+    from the drawn episode's first minute.
 
     Args:
         run_dir: where the PNGs go.
         rows: the per-episode rows of :func:`evaluation.autoscaling.evaluate_autoscaling`.
         data: its second return value (``series``, ``step_minutes``, ``scenarios``, ``methods``,
-            ``specs``, ``slo_latency_s``, ``latency_cap_s``).
+            ``specs``, ``slo_latency_s``, ``latency_cap_s``, ``split``, ``window_start``).
         title: what was evaluated (the config's name), shown in every title.
 
     Returns:
@@ -236,6 +238,9 @@ def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict, title: str = "
     labels = {m: _label(m) for m in methods}
     slo, cap = data.get("slo_latency_s"), data.get("latency_cap_s")
     name = title or data.get("config", "")
+    split = {"held_out": "held-out", "train": "train"}.get(data.get("split", "held_out"), data.get("split"))
+    start = data.get("window_start")
+    episode = f"first {split} episode" + (f", window from {start}" if start else "")
     for scenario in data["scenarios"]:
         series = {m: data["series"][(scenario, m)] for m in methods}
         first = series[methods[0]]
@@ -295,7 +300,7 @@ def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict, title: str = "
             ax.plot(minutes, series[m]["replicas"], label=label, drawstyle="steps-post", **styles[m])
         ax.set_ylim(bottom=0)
         ax.set_ylabel("replicas (all services)")
-        ax.set_xlabel("minutes into the held-out window")
+        ax.set_xlabel(f"minutes since {start}" if start else f"minutes into the {split} window")
 
         _mark_events(axes, events)
         for ax in axes:
@@ -303,8 +308,7 @@ def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict, title: str = "
             ax.set_xlim(0, end)
             # Beside the panel, not over the curves.
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        fig.suptitle(f"{name}: scenario {scenario}, first held-out episode" if name else
-                     f"scenario {scenario}, first held-out episode")
+        fig.suptitle(f"{name}: scenario {scenario}, {episode}" if name else f"scenario {scenario}, {episode}")
         paths.append(save_figure(fig, run_dir / f"timeseries_{scenario}.png"))
 
     scenarios = data["scenarios"]
@@ -319,11 +323,23 @@ def plot_autoscaling(run_dir: Path, rows: list[dict], data: dict, title: str = "
     ax.set_xticks(np.arange(len(scenarios)) + 0.4 - width / 2, scenarios, rotation=30, ha="right")
     ax.set_ylim(bottom=0, top=max([ax.get_ylim()[1], 1.0]) * 1.08)
     ax.set_ylabel("SLO-violation minutes (mean over episodes)")
-    ax.set_title(f"SLO-violation minutes per scenario{f' ({name})' if name else ''}")
+    ax.set_title(f"SLO-violation minutes per scenario{f' ({name})' if name else ''}\n{_windows_label(rows, split)}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     paths.append(save_figure(fig, run_dir / "slo_minutes_by_scenario.png"))
     return paths
+
+
+def _windows_label(rows: list[dict], split: str) -> str:
+    """The trace windows the rows played, in a few words: one start, a few, or their range."""
+    starts = sorted({r["window_start"] for r in rows if r.get("window_start")})
+    if not starts:
+        return f"{split} windows"
+    if len(starts) == 1:
+        return f"{split} window from {starts[0]}"
+    if len(starts) <= 3:
+        return f"{split} windows from {', '.join(starts)}"
+    return f"{len(starts)} {split} windows from {starts[0]} to {starts[-1]}"
 
 
 def _active(specs: list[dict], minutes: np.ndarray, end: float) -> np.ndarray:

@@ -69,13 +69,64 @@ def cpu_utilization_percent(core: ClusterView) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ready > 0, 100.0 * usage / request, 0.0), ready
 
 
+def hpa_pod_groups(core: ClusterView) -> dict[str, np.ndarray]:
+    """The HPA controller's view of each service's pods (``groupPods``), from the twin's metrics.
+
+    * ready: ``replicas_ready`` (their CPU is ``cpu_usage_cores``: only Ready pods serve);
+    * unready: Pending pods (``replicas_pending``) plus the bound pods that are neither Ready
+      nor in back-off, i.e. starting (``cpu_requests_cores`` / request, less Ready, Pending and
+      back-off; capped by ``replicas_desired``, which leaves out pods still terminating);
+    * missing: pods in CrashLoopBackOff (``replicas_crashloop``): their container is not
+      running, so the metrics API returns no sample for them.
+
+    Returns:
+        ``{"ready", "unready", "missing"}`` (B, S) int64 counts, ``"usage_milli"`` (B, S) float64
+        summed CPU of the Ready pods and ``"request_milli"`` (S,) float64 CPU request per pod.
+    """
+    raw = core.raw_obs
+    col = METRIC_INDEX
+    count = lambda name: np.rint(raw[:, :, col[name]]).astype(np.int64)  # noqa: E731
+    ready, pending, crashloop = count("replicas_ready"), count("replicas_pending"), count("replicas_crashloop")
+    request = core.topology.cpu_request.astype(np.float64)
+    bound = np.rint(raw[:, :, col["cpu_requests_cores"]] / request[None, :]).astype(np.int64)
+    live = np.minimum(bound, count("replicas_desired"))
+    starting = np.maximum(live - ready - pending - crashloop, 0)
+    return {"ready": ready, "unready": pending + starting, "missing": crashloop,
+            "usage_milli": 1000.0 * raw[:, :, col["cpu_usage_cores"]].astype(np.float64),
+            "request_milli": 1000.0 * request}
+
+
 def deltas_for(core: ClusterView, desired: np.ndarray) -> np.ndarray:
     """Replica changes that take each service from its current desired count to ``desired``."""
     return np.clip(desired, core.low, core.high) - core.desired
 
 
+HPA_NOT_MODELLED = (
+    "the HPA groups pods as Go's controller does from the twin's counts (Pending and starting pods unready, "
+    "CrashLoopBackOff pods without a sample); the twin reports no readiness times, so a pod Ready for under one "
+    "15 s metric window within 5 min of its start counts as ready (Go sets it aside), and pods on a lost node "
+    "count as unready (Go: missing, 100% of their request on a scale-down)")
+"""What :class:`KubernetesHPAPolicy` cannot take from the twin's metrics, in one line (for reports)."""
+
+
 class KubernetesHPAPolicy:
     """The Kubernetes HPA rule on CPU utilisation, one HPA per service, batched.
+
+    Each service's pods are grouped as the controller's ``groupPods`` does, from the counts the
+    twin's metrics give (:func:`hpa_pod_groups`): Ready pods' samples count; Pending and
+    starting pods are unready (0% of their request on a scale-up, left out otherwise); pods in
+    CrashLoopBackOff report no sample (missing: 100% on a scale-down, 0% on a scale-up).
+
+    What the twin's metrics do not say, and so is not modelled:
+
+    * readiness times: Go also sets aside a pod inside the CPU initialisation period (5 min
+      from its start) whose sample began before it turned Ready (within one metric window,
+      15 s); here every Ready pod counts as ready;
+    * pods on a lost node (still counted until evicted): they report no sample, so Go treats
+      them as missing; here they are indistinguishable from starting pods and count as unready
+      (the same on a scale-up; on a scale-down Go would count them at 100% of their request);
+    * per-pod samples: usage is the service total in millicores, not per-pod values each
+      rounded up to a millicore.
 
     Args:
         target_utilization: ``averageUtilization`` target, integer percent of the CPU request.
@@ -93,9 +144,11 @@ class KubernetesHPAPolicy:
         self.state = BatchedHPAState.empty(b, s)
 
     def desired_replicas(self, core: ClusterView, now_s: float) -> np.ndarray:
-        util, ready = cpu_utilization_percent(core)
+        pods = hpa_pod_groups(core)
         decision = batched_hpa_recommend(
-            self.state, now_s, core.desired, ready, util, self.target, core.low, core.high, behavior=self.behavior)
+            self.state, now_s, core.desired, pods["ready"], None, self.target, core.low, core.high,
+            behavior=self.behavior, unready_pods=pods["unready"], missing_pods=pods["missing"],
+            usage_milli=pods["usage_milli"], request_milli=pods["request_milli"])
         return decision.desired_replicas
 
 
@@ -128,7 +181,9 @@ class AgentPolicy:
             self.model, self.masked = MaskablePPO.load(self.path, device="cpu"), True
         except (ValueError, KeyError, TypeError):
             self.model, self.masked = PPO.load(self.path, device="cpu"), False
-        self.name = f"agent:{self.path.stem}"
+        # train.py saves every model as <run>/best|last/model.zip: name it by the run and the folder.
+        parts = self.path.with_suffix("").parts
+        self.name = "agent:" + ("/".join(parts[-3:-1]) if self.path.name == "model.zip" and len(parts) >= 3 else self.path.stem)
 
     def reset(self, core: MicroserviceCore) -> None:
         pass

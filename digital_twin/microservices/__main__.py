@@ -33,7 +33,9 @@ from digital_twin.cli import (
 from digital_twin.microservices.metrics import METRIC_INDEX
 from digital_twin.microservices.scenarios import ScenarioError, compile_scenarios, load_scenarios
 from digital_twin.microservices.topology import Topology, TopologyError, builtin_topologies, load_topology
-from digital_twin.microservices.traces import WORLDCUP98_HELDOUT_DAYS, build_load_curve, load_worldcup98
+from digital_twin.microservices.traces import (
+    DEFAULT_PEAK_UTILISATION, WORLDCUP98_HELDOUT_DAYS, build_load_curve, load_worldcup98,
+)
 from digital_twin.microservices.twin import MicroserviceTwin
 
 
@@ -58,8 +60,9 @@ def _replay_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     p.add_argument("--replicas", type=positive_int, default=5,
                    help="fixed replica count per service, within the services' bounds (services of a fixed "
                         "size keep theirs; default 5)")
-    p.add_argument("--peak-utilisation", type=positive_float, default=0.5,
-                   help="train-split p99 minute mapped to this share of entry capacity at max replicas (> 0)")
+    p.add_argument("--peak-utilisation", type=positive_float, default=DEFAULT_PEAK_UTILISATION,
+                   help="train-split p99 minute mapped to this share of entry capacity at max replicas (> 0; "
+                        f"default {DEFAULT_PEAK_UTILISATION:g}, as the autoscaling configs)")
     p.add_argument("--scenario", type=existing_file, default=None,
                    help="scenario YAML for the attacked runs (default: a DDoS, see --ddos-*)")
     p.add_argument("--ddos-fraction", type=non_negative_float, default=None,

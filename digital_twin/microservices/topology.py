@@ -25,8 +25,9 @@ Per-service keys: ``cpu_seconds_per_request`` | ``throughput_per_replica``, ``cp
 limit the pod is OOM-killed), ``min_replicas``, ``max_replicas``, ``startup_seconds``,
 ``timeout_seconds`` (callers give up after this long), ``queue_limit_per_pod``, ``calls``.
 
-The call graph must be acyclic (synchronous RPC cycles never terminate). Malformed documents
-raise :class:`TopologyError` naming the file, the key and the reason.
+The call graph must be acyclic (synchronous RPC cycles never terminate), and every service must
+be reachable from the entry through calls (one that is not would hold pods and never get load).
+Malformed documents raise :class:`TopologyError` naming the file, the key and the reason.
 """
 
 from __future__ import annotations
@@ -204,6 +205,25 @@ def _mapping(source: str, key: str, value: Any) -> dict:
     return value
 
 
+def _check_reachable(source: str, entry: str, services: list[str], calls: dict[str, dict[str, float]]) -> None:
+    """Refuse a service no chain of calls from the entry reaches: it would hold pods (and cost)
+    but never receive a request, so no policy could be judged on it."""
+    reached, frontier = {entry}, [entry]
+    while frontier:
+        for callee in calls[frontier.pop()]:
+            if callee not in reached:
+                reached.add(callee)
+                frontier.append(callee)
+    unreachable = [s for s in services if s not in reached]
+    if unreachable:
+        svc = unreachable[0]
+        others = f" (also unreachable: {', '.join(unreachable[1:])})" if len(unreachable) > 1 else ""
+        raise TopologyError(source, f"services.{svc}",
+                            f"unreachable from the entry {entry!r}: no chain of calls from {entry!r} leads to it, so "
+                            f"it would hold pods and never get load{others}; call it from a service the entry "
+                            "reaches, or remove it")
+
+
 def topology_from_dict(document: Any, source: str = "<dict>") -> Topology:
     """Validate a parsed topology document (see the module docstring) into a :class:`Topology`.
 
@@ -292,6 +312,7 @@ def topology_from_dict(document: Any, source: str = "<dict>") -> Topology:
     entry = doc["entry"]
     if entry not in services:
         raise TopologyError(source, "entry", f"unknown service {entry!r}")
+    _check_reachable(source, str(entry), file_order, calls)
 
     # Call depth by longest path from the entry (Kahn's algorithm also finds cycles).
     indegree = {s: 0 for s in file_order}

@@ -44,6 +44,9 @@ WORLDCUP98_HELDOUT_DAYS = ("1998-06-27", "1998-06-28", "1998-06-29", "1998-06-30
 HUAWEI_TRAIN_HOURS = tuple(range(0, 18))
 HUAWEI_HELDOUT_HOURS = tuple(range(18, 24))
 AZURE_LLM_TRAIN_MINUTES = 40
+DEFAULT_PEAK_UTILISATION = 0.7
+"""Share of the entry capacity at max replicas that the train split's 99th-percentile minute is
+mapped to, unless a caller says otherwise: the twin's command line and the env configs' default."""
 
 
 class TraceError(ValueError):
@@ -362,7 +365,7 @@ def build_load_curve(
     topology: Topology,
     selection: LoadTrace | None = None,
     step_seconds: float = 15.0,
-    peak_utilisation: float = 0.7,
+    peak_utilisation: float = DEFAULT_PEAK_UTILISATION,
 ) -> LoadCurve:
     """Turn a trace into the entry request-rate curve of ``topology`` (scaling rule above).
 

@@ -160,11 +160,22 @@ class MicroserviceTwin:
 
         Returns:
             ``(observations (B, S, M) float32, info)``; see :func:`dynamics.step`.
+
+        Raises:
+            ValueError: ``desired_replicas`` of another shape (the message gives both shapes), or
+                not integers.
+            RuntimeError: Before :meth:`reset`, or past the end of the load curve.
         """
         self._require_reset()
         if np.any(self.state.step_index >= self.num_steps):
             raise RuntimeError("load curve exhausted: reset the twin (or give a longer load curve)")
-        desired = np.broadcast_to(np.asarray(desired_replicas), (self.batch_size, self.topology.num_services))
+        shape = (self.batch_size, self.topology.num_services)
+        given = np.asarray(desired_replicas)
+        try:
+            desired = np.broadcast_to(given, shape)
+        except ValueError:
+            raise ValueError(f"desired_replicas must have shape {shape} (clusters x services of {self.topology.name}) "
+                             f"or ({shape[1]},) (one count per service for every cluster), got shape {given.shape}") from None
         if not np.issubdtype(desired.dtype, np.integer):
             if not np.all(np.isfinite(desired)) or np.any(desired != np.round(desired)):
                 raise ValueError("desired_replicas must be integers")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from digital_twin.cli import ConfigError, UsageError, check_keys, did_you_mean, read_yaml
+from digital_twin.microservices.traces import DEFAULT_PEAK_UTILISATION
 from digital_twin.resources import bundled_path, resolve_path
 from envs.microservice.rewards import MISSION_TERMS, RewardWeights
 
@@ -120,7 +121,7 @@ class MicroserviceConfig:
     topology: str = "online_boutique"
     calibration: str | None = None
     trace: str = "worldcup98"
-    peak_utilisation: float = 0.7
+    peak_utilisation: float = DEFAULT_PEAK_UTILISATION
     split: str = "train"
     window_steps: int = 240
     window_stride_steps: int = 4

@@ -64,3 +64,16 @@ def test_the_compiled_kernels_are_cached_outside_the_source_tree():
 
     where = Path(kernels.step_clusters._cache._cache_path).resolve()
     assert Path(kernels.__file__).resolve().parent not in [where, *where.parents]
+
+
+def test_peak_utilisation_default_is_the_configs():
+    """One default for the load scale: the twin's constant, which the env configs also default to."""
+    import os
+
+    from digital_twin.microservices.traces import DEFAULT_PEAK_UTILISATION
+    from envs.microservice.config import MicroserviceConfig
+
+    out = subprocess.run([sys.executable, "-m", "digital_twin.microservices", "replay", "--help"],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    assert out.returncode == 0 and f"default {DEFAULT_PEAK_UTILISATION:g}, as the autoscaling configs" in out.stdout
+    assert MicroserviceConfig.__dataclass_fields__["peak_utilisation"].default == DEFAULT_PEAK_UTILISATION == 0.7

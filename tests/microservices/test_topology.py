@@ -56,6 +56,9 @@ def _doc():
     (lambda d: d["services"]["a"]["calls"].update(a=1), "services.a.calls.a", "itself"),
     (lambda d: d["cluster"].update(nodes=[]), "cluster.nodes", "non-empty"),
     (lambda d: d["services"]["a"].update(colour="red"), "services.a.colour", "unknown key"),
+    # c holds pods and calls b, but nothing calls c: it never gets load.
+    (lambda d: d["services"].update(c={"cpu_seconds_per_request": 0.01, "calls": {"b": 1}}), "services.c",
+     "unreachable from the entry 'a': no chain of calls from 'a' leads to it, so it would hold pods and never get load"),
 ])
 def test_malformed_topologies_name_file_key_reason(tmp_path, mutate, key, reason):
     import yaml
@@ -91,3 +94,17 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_topology(tmp_path / "missing.yaml")
     with pytest.raises(TopologyError, match="expected a mapping"):
         topology_from_dict([1, 2], source="list.yaml")
+
+
+def test_every_service_of_the_bundled_topologies_is_reachable_from_the_entry():
+    for name in builtin_topologies():
+        topo = load_topology(name)
+        assert np.all(topo.entry_visits > 0), name
+
+
+def test_an_unreachable_service_names_the_others_too():
+    doc = _doc()
+    doc["services"]["c"] = {"cpu_seconds_per_request": 0.01}
+    doc["services"]["d"] = {"cpu_seconds_per_request": 0.01}
+    with pytest.raises(TopologyError, match=r"key 'services.c': unreachable .*\(also unreachable: d\)"):
+        topology_from_dict(doc, source="two.yaml")

@@ -57,7 +57,7 @@ def test_the_quick_config_trains_and_its_model_plays_in_evaluate(tmp_path):
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     methods = {row["method"] for row in csv.DictReader((out / "r" / "episodes.csv").open())}
-    assert methods == {"k8s_hpa", "agent:model"}
+    assert methods == {"k8s_hpa", "agent:quick/best"}
 
 
 @pytest.mark.parametrize("policy", [{"name": "graph", "hidden": 16, "layers": 2}, {"name": "mlp", "net_arch": [32]}])

@@ -24,9 +24,10 @@ Two entry points:
   the maximum over metrics, min/max clamps, stabilisation windows and ``behavior`` rate
   policies, with the history kept in an :class:`HPAState`.
 * :func:`batched_hpa_recommend` -- the same rule vectorised over ``[B, S]`` (environments x
-  services) for the simple case a simulator produces: one CPU-utilisation metric, every pod
-  ready and reporting. History lives in a :class:`BatchedHPAState` of fixed-size arrays that
-  reproduce the Go slices slot by slot, so both entry points agree exactly (tested).
+  services) for what a simulator produces: one CPU-utilisation metric, pods of equal requests
+  given as the counts of Go's groups (ready, unready, missing) with the ready pods' usage.
+  History lives in a :class:`BatchedHPAState` of fixed-size arrays that reproduce the Go slices
+  slot by slot, so both entry points agree exactly (tested on random pods of every group).
 
 What is ported: ``Resource`` metrics (``averageUtilization`` or ``averageValue`` targets) and
 ``Pods`` metrics (``averageValue``). ``Object``, ``External`` and ``ContainerResource`` sources

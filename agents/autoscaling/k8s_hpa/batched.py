@@ -1,10 +1,15 @@
 """The HPA rule vectorised over ``[B, S]`` (environments x services), for simulators.
 
-:func:`batched_hpa_recommend` covers the simple case a simulator produces: one
-CPU-utilisation metric, every pod ready and reporting. The history lives in a
+:func:`batched_hpa_recommend` covers what a simulator produces: one CPU-utilisation metric,
+and per target the *counts* of pods in each of Go's groups (ready, unready, missing) with the
+ready pods' summed usage, all pods of a target requesting the same CPU. From those counts it
+applies ``GetResourceReplicas``' corrections for unready and missing pods exactly as
+:func:`~agents.autoscaling.k8s_hpa.replica_calculator.get_resource_replicas` does (Go's
+integer percent, the fill values, the direction checks). The history lives in a
 :class:`BatchedHPAState` of fixed-size arrays that reproduce the Go slices of
 :class:`~agents.autoscaling.k8s_hpa.horizontal.HPAState` slot by slot, so both paths agree
-exactly (tested against :class:`~agents.autoscaling.k8s_hpa.horizontal.HorizontalPodAutoscaler`).
+exactly (tested against :class:`~agents.autoscaling.k8s_hpa.horizontal.HorizontalPodAutoscaler`
+on random pods of every group).
 """
 
 from __future__ import annotations
@@ -183,26 +188,89 @@ def _batched_policy_limit(
     return result
 
 
+def _resource_replicas(
+    current: np.ndarray,
+    ready: np.ndarray,
+    unready: np.ndarray,
+    missing: np.ndarray,
+    utilization: np.ndarray,
+    usage: np.ndarray,
+    request: np.ndarray,
+    target: np.ndarray,
+    tolerances,
+) -> np.ndarray:
+    """``GetResourceReplicas`` (:func:`~agents.autoscaling.k8s_hpa.replica_calculator.get_resource_replicas`)
+    on pod counts, every pod of a row requesting ``request``: ``utilization`` is the ready pods'
+    integer percent, ``usage`` their summed usage (for the corrections). Rows without a ready pod
+    keep ``current`` (the caller reports them as failed).
+
+    Go keeps quantities as integers; the float64 arithmetic here is exact for integer inputs below
+    2**53, and each truncation (``floor``) follows a single correctly rounded division, which lands
+    on the integer Go computes.
+    """
+    r = ready.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = utilization / target
+        within = ((1.0 - tolerances.scale_down) <= ratio) & (ratio <= (1.0 + tolerances.scale_up))
+        up_with_unready = (unready > 0) & (ratio > 1.0)
+        simple = ~up_with_unready & (missing == 0)
+        plain = np.where(within, current, np.ceil(ratio * r))
+
+        # Missing pods: at max(100%, target) of their request on a scale-down, 0 on a scale-up,
+        # left out at a ratio of exactly 1; unready pods at 0 on a scale-up.
+        fill = np.where(ratio < 1.0, np.floor(request * np.maximum(100, target) / 100.0), 0.0)
+        counted_missing = np.where(ratio != 1.0, missing, 0)
+        counted_unready = np.where(up_with_unready, unready, 0)
+        counted = r + counted_missing + counted_unready
+        new_ratio = np.floor((usage + counted_missing * fill) * 100.0 / (counted * request)) / target
+        keep = (((1.0 - tolerances.scale_down) <= new_ratio) & (new_ratio <= (1.0 + tolerances.scale_up))
+                | ((ratio < 1.0) & (new_ratio > 1.0)) | ((ratio > 1.0) & (new_ratio < 1.0)))
+        new_replicas = np.ceil(new_ratio * counted)
+        keep |= ((new_ratio < 1.0) & (new_replicas > current)) | ((new_ratio > 1.0) & (new_replicas < current))
+        corrected = np.where(keep, current, new_replicas)
+        proposal = np.where(simple, plain, corrected)
+    return np.where(ready > 0, proposal, current).astype(np.int64)
+
+
 def batched_hpa_recommend(
     state: BatchedHPAState,
     now_s: float | np.ndarray,
     current_replicas: np.ndarray,
     ready_pods: np.ndarray,
-    utilization_percent: np.ndarray,
+    utilization_percent: np.ndarray | None,
     target_utilization: np.ndarray | int,
     min_replicas: np.ndarray | int,
     max_replicas: np.ndarray | int,
     behavior: HPABehavior | None = None,
     config: HPAControllerConfig | None = None,
+    *,
+    unready_pods: np.ndarray | int = 0,
+    missing_pods: np.ndarray | int = 0,
+    usage_milli: np.ndarray | None = None,
+    request_milli: np.ndarray | float | None = None,
 ) -> BatchedHPADecision:
     """One reconcile of ``B x S`` CPU-utilisation HPAs at once, for a simulator.
 
-    Equals :meth:`HorizontalPodAutoscaler.recommend` (same desired count, same reason) for an
-    HPA with one ``ResourceMetricSpec("cpu", target)`` whose pods are all running, ready and
-    past initialisation, all reporting a sample. That covers the ``reconcileAutoscaler``
-    branches (scaling disabled at 0, out-of-range counts, no pods), the tolerance, the
-    ``ceil`` rule, both normalisations and the history. Rows with no ready pods behave like
-    the controller with an empty pod list: no change, reason ``FailedGetResourceMetric``.
+    Equals :meth:`HorizontalPodAutoscaler.recommend` (same desired count, same reason, same
+    history) for an HPA with one ``ResourceMetricSpec("cpu", target)`` whose pods all request
+    the same CPU, given how many fall in each of ``groupPods``' groups:
+
+    * ``ready_pods``: samples that count (Go's ``readyPodCount``: Running, Ready and, within
+      the CPU initialisation period, sampled wholly after turning Ready);
+    * ``unready_pods``: set aside as unready (Pending, not Ready, or sampled too early); on a
+      scale-up they count at 0% of their request;
+    * ``missing_pods``: Running but without a sample; they count at ``max(100%, target)`` on a
+      scale-down and 0% on a scale-up.
+
+    Terminating and failed pods are ignored by Go and are simply not counted. That covers the
+    ``reconcileAutoscaler`` branches (scaling disabled at 0, out-of-range counts, no usable
+    sample), the tolerance, the ``ceil`` rule and Go's corrections for unready and missing
+    pods, both normalisations and the history. Rows with no ready pods behave like the
+    controller without a usable sample: no change, reason ``FailedGetResourceMetric``.
+
+    The ready pods' CPU comes either as ``utilization_percent`` (which fixes the request at
+    100 milli-units, so the percent is the usage) or, exactly as Go's integer arithmetic sees
+    it, as ``usage_milli`` (summed over the ready pods) and ``request_milli`` (per pod).
 
     Shapes:
         ``B`` environments, ``S`` services; every array argument broadcasts to ``(B, S)``.
@@ -213,19 +281,24 @@ def batched_hpa_recommend(
         current_replicas: Current ``spec.replicas``.
         ready_pods: Pods whose samples count (Go's ``readyPodCount``).
         utilization_percent: ``100 * sum(usage) / sum(request)`` over those pods; it is
-            truncated to an integer percent as the controller does.
+            truncated to an integer percent as the controller does. ``None`` with ``usage_milli``.
         target_utilization: Target percent, positive.
         min_replicas: ``spec.minReplicas``.
         max_replicas: ``spec.maxReplicas``.
         behavior: One ``spec.behavior`` shared by all rows (``None``: behaviour-less HPAs).
         config: Controller settings.
+        unready_pods: Pods set aside as unready (see above).
+        missing_pods: Pods without a sample (see above).
+        usage_milli: Summed CPU usage of the ready pods, millicores (instead of ``utilization_percent``).
+        request_milli: CPU request of one pod, millicores (with ``usage_milli``).
 
     Returns:
         Desired counts and reason codes. Rescales are recorded in ``state``.
 
     Raises:
         HistoryCapacityError: A history buffer overflowed.
-        ValueError: Non-positive targets or negative utilisation.
+        ValueError: Non-positive targets or requests, negative utilisation or pod counts, or
+            both or neither of ``utilization_percent`` and ``usage_milli``.
     """
     config = config or HPAControllerConfig()
     behavior = set_defaults_behavior(behavior)
@@ -237,14 +310,37 @@ def batched_hpa_recommend(
     now = as_rows(now_s, np.float64)
     current = as_rows(current_replicas, np.int64)
     ready = as_rows(ready_pods, np.int64)
-    utilization = as_rows(utilization_percent, np.float64)
+    unready = as_rows(unready_pods, np.int64)
+    missing = as_rows(missing_pods, np.int64)
     target = as_rows(target_utilization, np.int64)
     min_r = as_rows(min_replicas, np.int64)
     max_r = as_rows(max_replicas, np.int64)
+    if (utilization_percent is None) == (usage_milli is None):
+        raise ValueError("give utilization_percent or usage_milli (with request_milli), not both or neither")
+    if usage_milli is None:
+        # A request of 100 milli-units makes the percent the usage: 100 * (u * ready) / (ready * 100) = u.
+        percent = as_rows(utilization_percent, np.float64)
+        if np.any(percent < 0):
+            raise ValueError("utilization_percent must be non-negative")
+        request = as_rows(100.0, np.float64)
+        usage = percent * ready
+        utilization = np.floor(percent)
+    else:
+        if request_milli is None:
+            raise ValueError("usage_milli needs request_milli (the CPU request of one pod, millicores)")
+        usage = as_rows(usage_milli, np.float64)
+        request = as_rows(request_milli, np.float64)
+        if np.any(usage < 0):
+            raise ValueError("usage_milli must be non-negative")
+        if np.any(request <= 0):
+            raise ValueError("request_milli must be positive")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # GetResourceUtilizationRatio: Go truncates total * 100 / requests to an integer percent.
+            utilization = np.where(ready > 0, np.floor(usage * 100.0 / (ready * request)), 0.0)
     if np.any(target <= 0):
         raise ValueError("target_utilization must be positive")
-    if np.any(utilization < 0):
-        raise ValueError("utilization_percent must be non-negative")
+    if np.any(ready < 0) or np.any(unready < 0) or np.any(missing < 0):
+        raise ValueError("pod counts must be non-negative")
 
     # recordInitialRecommendation: a never-seen HPA starts its history with the current count.
     first_sight = state.rec_len == 0
@@ -267,11 +363,9 @@ def batched_hpa_recommend(
     reason[below] = REASON_CODES["TooFewReplicas"]
     reason[no_pods] = REASON_CODES["FailedGetResourceMetric"]
 
-    # GetResourceReplicas, simple branch: integer utilisation, tolerance, ceil(ratio * ready).
+    # GetResourceReplicas: integer utilisation, tolerance, ceil(ratio * pods), unready / missing pods.
     tolerances = tolerances_for_hpa(behavior, config)
-    ratio = np.floor(utilization) / target
-    within = ((1.0 - tolerances.scale_down) <= ratio) & (ratio <= (1.0 + tolerances.scale_up))
-    proposal = np.where(within, current, np.ceil(ratio * ready)).astype(np.int64)
+    proposal = _resource_replicas(current, ready, unready, missing, utilization, usage, request, target, tolerances)
     prenormalized = np.maximum(proposal, 0)
 
     slot = np.arange(state.rec_value.shape[-1])

@@ -286,6 +286,11 @@ def vm_planners(specs: list[str]) -> tuple[dict[str, Planner], dict[str, float]]
     return planners, limits
 
 
+def _is_mappo_model(path: Path) -> bool:
+    """``path`` is a MAPPO / IPPO model of train.py: a ``model.pt``, or a folder (run, best/, last/) holding one."""
+    return path.suffix == ".pt" or any((path / sub / "model.pt").is_file() for sub in ("", "best", "last"))
+
+
 def autoscaling_policies(specs: list[str], static_replicas: int, hpa_target: int, config=None) -> list:
     """The autoscaling policies ``--policies`` names (``config``: the one ``k8s_hpa_tuned`` is tuned for, on its
     train split, before the evaluation starts).
@@ -298,8 +303,16 @@ def autoscaling_policies(specs: list[str], static_replicas: int, hpa_target: int
 
     policies = []
     for spec in specs:
+        if spec.startswith("agent:") and _is_mappo_model(Path(spec.split(":", 1)[1])):
+            from training.mappo import load_mappo_policy  # a MAPPO / IPPO run: model.pt, not an SB3 zip
+
+            try:
+                policies.append(load_mappo_policy(spec.split(":", 1)[1]))
+            except (ValueError, OSError) as exc:
+                raise UsageError(f"--policies {spec}: {one_line(exc)}") from None
+            continue
         if spec.startswith("agent:"):
-            check_agent_path(spec, takes="a model.zip saved by stable-baselines3")
+            check_agent_path(spec, takes="a model.zip saved by stable-baselines3, or a MAPPO / IPPO run's model.pt")
         try:
             policies.append(make_policy(spec, static_replicas, hpa_target, config=config))
         except (ValueError, FileNotFoundError) as exc:

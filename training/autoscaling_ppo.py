@@ -135,7 +135,8 @@ class TrainSplitEvaluation:
         rngs = capture_rngs()
         if self._hpa is None:
             self._hpa = {f"hpa_{k}": v for k, v in self._figures(make_policy("k8s_hpa")).items()}
-        figures = dict(self._figures(ModelPolicy(model)), **self._hpa)
+        policy = model if hasattr(model, "desired_replicas") else ModelPolicy(model)  # MAPPO passes its policy
+        figures = dict(self._figures(policy), **self._hpa)
         restore_rngs(rngs)
         return figures
 

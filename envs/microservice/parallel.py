@@ -16,6 +16,9 @@ The same core as the single-agent env (:class:`~envs.microservice.core.Microserv
 B = 1): config, windows, splits, scenarios and the global reward are those of
 ``clustergym/MicroserviceAutoscaling-v0``; this module splits observations, actions and rewards
 per agent. The layout comes from the config's ``agents.layout`` (or the ``layout`` argument).
+Every multi-agent rule below (layouts, observations, masks, merge, rewards, state) lives in
+:class:`~envs.microservice.multi_agent.MultiAgentView`, batched over B clusters; this env is that
+view with B = 1 behind the PettingZoo API (MAPPO, ``training/mappo.py``, trains on the same view).
 
 **Observation** of each agent, one row per service (in the topology's order):
 
@@ -83,9 +86,11 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from envs.microservice.config import LAYOUTS, MicroserviceConfig, RoleSpec, load_config
+from envs.microservice.config import LAYOUTS, MicroserviceConfig, load_config
 from envs.microservice.core import MicroserviceCore
-from envs.microservice.rewards import MISSION_TERMS, mission_rewards, mission_terms
+from envs.microservice.multi_agent import MultiAgentStep, MultiAgentView
+from envs.microservice.multi_agent import merge_proposals as _merge_batched
+from envs.microservice.rewards import MISSION_TERMS
 from envs.microservice.spaces import MaskedMultiDiscrete
 
 
@@ -97,11 +102,9 @@ def merge_proposals(proposals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(merged (S,) int64, conflict (S,) bool)``; conflict where one agent proposed up and
-        another down.
+        another down. (:func:`envs.microservice.multi_agent.merge_proposals` takes any leading axes.)
     """
-    up = np.maximum(proposals.max(axis=0), 0)
-    down = np.minimum(proposals.min(axis=0), 0)
-    return np.where(up > 0, up, down).astype(np.int64), (up > 0) & (down < 0)
+    return _merge_batched(proposals)
 
 
 class MicroserviceAutoscalingParallelEnv(ParallelEnv, EzPickle):
@@ -138,60 +141,24 @@ class MicroserviceAutoscalingParallelEnv(ParallelEnv, EzPickle):
         self.layout = cfg.agents.layout
         self.render_mode = render_mode
         self.core = core = MicroserviceCore(cfg, num_clusters=1, split=split)
-        s, m, d = core.num_services, core.num_metrics, core.num_deltas
-        calls = core.topology.calls > 0
-        deltas = core.deltas.tolist()
-        if self.layout == "per_service":
-            names = list(core.service_names)
-            scope = np.eye(s, dtype=bool)
-            visible = scope | calls | calls.T  # itself, its callees and its callers
-            moves = np.ones((s, d), dtype=bool)
-            weights = np.array([[cfg.agents.per_service_mission.get(t, 0.0) for t in MISSION_TERMS]] * s)
-        else:
-            roles = cfg.agents.roles
-            names = [r.name for r in roles]
-            scope = np.stack([self._role_scope(r) for r in roles])
-            visible = np.ones_like(scope)
-            moves = np.array([[delta in r.moves for delta in deltas] for r in roles])
-            weights = np.array([[r.mission.get(t, 0.0) for t in MISSION_TERMS] for r in roles])
-        self.possible_agents = names
+        self.view = view = MultiAgentView(core, self.layout)
+        names = view.agent_names
+        self.possible_agents = names[:]
         self.agents: list[str] = []
         self._index = {name: i for i, name in enumerate(names)}
-        self._scope, self._visible, self._moves, self._mission_w = scope, visible, moves, weights
-        self._zero = int(np.flatnonzero(core.deltas == 0)[0])
-        self._feature_dim = m + 3 + s
-
-        # Observation bounds, the same for every agent: metrics, 3 flags, call counts.
-        high = np.concatenate([core.obs_high, np.ones((s, 3), np.float32),
-                               np.full((s, s), max(float(core.calls.max()), 1.0), np.float32)], axis=1)
         # Built once, one object per agent: PettingZoo's API test asserts the methods below return
         # the same object on every call (and an lru-cached method would keep every env alive).
-        mask_size = d if self.layout == "per_service" else d * s
         self.observation_spaces: dict[str, spaces.Dict] = {
-            agent: spaces.Dict({"observation": spaces.Box(0.0, high, dtype=np.float32),
-                                "action_mask": spaces.Box(0, 1, (mask_size,), np.int8)})
+            agent: spaces.Dict({"observation": spaces.Box(0.0, view.obs_high, dtype=np.float32),
+                                "action_mask": spaces.Box(0, 1, (view.mask_size,), np.int8)})
             for agent in names}
+        s, d = core.num_services, core.num_deltas
         self.action_spaces: dict[str, spaces.Space] = {
             agent: spaces.Discrete(d) if self.layout == "per_service" else MaskedMultiDiscrete(np.full(s, d, dtype=np.int64))
             for agent in names}
-        state_high = np.concatenate([core.obs_high, np.ones((s, 1), np.float32), high[:, m + 3:]], axis=1)
-        self.state_space = spaces.Box(0.0, state_high, dtype=np.float32)
+        self.state_space = spaces.Box(0.0, view.state_high, dtype=np.float32)
         self.np_random: np.random.Generator | None = None
         self._last_infos: dict[str, dict[str, Any]] = {}
-
-    def _role_scope(self, role: RoleSpec) -> np.ndarray:
-        topo = self.core.topology
-        if role.services == "all":
-            return np.ones(topo.num_services, dtype=bool)
-        scope = np.zeros(topo.num_services, dtype=bool)
-        if role.services in ("entry", "entry_tier"):
-            scope[topo.entry_index] = True
-            if role.services == "entry_tier":
-                scope |= topo.calls[topo.entry_index] > 0
-            return scope
-        for svc in role.services:
-            scope[topo.index(svc)] = True
-        return scope
 
     # ------------------------------------------------------------------ spaces
     def observation_space(self, agent: str) -> spaces.Dict:
@@ -207,45 +174,27 @@ class MicroserviceAutoscalingParallelEnv(ParallelEnv, EzPickle):
         """Start an episode (as the single-agent env; same ``options``)."""
         if seed is not None or self.np_random is None:
             self.np_random, _ = seeding.np_random(seed)
-        info = self.core.reset(self.np_random, options=options)
+        info = self.view.reset(self.np_random, options=options)
         self.agents = self.possible_agents[:]
-        zeros = np.zeros(self.core.num_services, dtype=np.int64)
-        infos = self._infos(info, np.zeros((1, len(self.agents))), None, zeros, np.zeros(len(self.agents), np.int64), 0)
-        return self._observations(), infos
+        self._infos(info, None)
+        return self._observations(), self._last_infos
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise RuntimeError("call reset() before step() (the episode has ended)")
-        core = self.core
-        s, a = core.num_services, len(self.possible_agents)
-        proposals = np.zeros((a, s), dtype=np.int64)
-        invalid = np.zeros(a, dtype=np.int64)
+        view = self.view
+        layout_actions = np.full((1, view.num_agents) + (() if self.layout == "per_service" else (self.core.num_services,)),
+                                 view.zero_index, dtype=np.int64)
         for agent, action in actions.items():
             if agent not in self._index:
                 raise ValueError(f"unknown agent {agent!r}; agents: {self.possible_agents}")
             if not self.action_space(agent).contains(np.asarray(action) if self.layout == "roles" else action):
                 raise ValueError(f"action {action!r} of {agent} outside {self.action_space(agent)}")
-            i = self._index[agent]
-            if self.layout == "per_service":
-                idx = np.full(s, self._zero)
-                idx[i] = int(action)
-            else:
-                idx = np.asarray(action, dtype=np.int64)
-            allowed = self._scope[i] & self._moves[i, idx]
-            proposed = core.deltas[idx]
-            invalid[i] = int(((proposed != 0) & ~allowed).sum())
-            proposals[i] = np.where(allowed, proposed, 0)
-        merged, conflict = merge_proposals(proposals)
-        before = core.desired[0].copy()
-        reward, truncated, info = core.step(merged[None, :], self.np_random)
-        applied = core.desired[0] - before
-        twin_info, raw_obs = core.last_step_data()
-        terms = mission_terms(twin_info, raw_obs, self._scope, core.reward_consts)  # (1, A)
-        mission = mission_rewards(terms, self._mission_w)  # (1, A)
-        rewards_arr = self.config.agents.shared_reward_weight * reward[:, None] + mission
-        infos = self._infos(info, mission, terms, applied, invalid, int(conflict.sum()))
-        rewards = {agent: float(rewards_arr[0, self._index[agent]]) for agent in self.agents}
-        done = bool(truncated[0])
+            layout_actions[0, self._index[agent]] = action
+        result = view.step(view.indices_from(layout_actions), self.np_random)
+        infos = self._infos(result.info, result)
+        rewards = {agent: float(result.rewards[0, self._index[agent]]) for agent in self.agents}
+        done = bool(result.truncated[0])
         observations = self._observations()
         terminations = {agent: False for agent in self.agents}
         truncations = {agent: done for agent in self.agents}
@@ -255,13 +204,11 @@ class MicroserviceAutoscalingParallelEnv(ParallelEnv, EzPickle):
 
     def state(self) -> np.ndarray:
         """Global state (S, M + 1 + S) float32: all metrics, progress, call graph."""
-        core = self.core
-        s = core.num_services
-        return np.concatenate([core.metrics[0], np.full((s, 1), core.progress[0], np.float32), core.calls], axis=1)
+        return self.view.state()[0]
 
     def action_masks(self, agent: str) -> np.ndarray:
         """The agent's mask as bool (``obs[agent]["action_mask"]``)."""
-        return self._masks()[self._index[agent]].astype(bool)
+        return self.view.layout_masks()[0, self._index[agent]]
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self.core.state is None:
@@ -274,47 +221,31 @@ class MicroserviceAutoscalingParallelEnv(ParallelEnv, EzPickle):
     def close(self) -> None:
         pass
 
-    # ------------------------------------------------------------------ per-agent views
-    def _masks(self) -> np.ndarray:
-        """(A, mask size) int8 masks: bounds x the agent's scope and moves; 0 always allowed."""
-        core = self.core
-        bounds = core.action_mask()[0]  # (S, D)
-        allowed = bounds[None] & self._scope[:, :, None] & self._moves[:, None, :]  # (A, S, D)
-        allowed[:, :, self._zero] = True
-        if self.layout == "per_service":
-            return allowed[np.arange(len(self.possible_agents)), np.arange(len(self.possible_agents))].astype(np.int8)
-        return allowed.reshape(len(self.possible_agents), -1).astype(np.int8)
-
+    # ------------------------------------------------------------------ per-agent dicts of the view's arrays
     def _observations(self) -> dict[str, dict[str, np.ndarray]]:
-        core = self.core
-        s, m = core.num_services, core.num_metrics
-        base = np.empty((s, self._feature_dim), dtype=np.float32)
-        base[:, :m] = core.metrics[0]
-        base[:, m + 2] = core.progress[0]
-        base[:, m + 3:] = core.calls
-        obs = np.repeat(base[None], len(self.possible_agents), axis=0)  # (A, S, F)
-        obs[:, :, :m] *= self._visible[:, :, None]
-        obs[:, :, m] = self._visible
-        obs[:, :, m + 1] = self._scope
-        masks = self._masks()
+        obs = self.view.observations()[0]  # (A, S, F)
+        masks = self.view.layout_masks()[0].astype(np.int8)
         return {agent: {"observation": obs[self._index[agent]], "action_mask": masks[self._index[agent]]}
                 for agent in self.agents}
 
-    def _infos(self, info, mission, terms, applied, invalid, conflicts) -> dict[str, dict[str, Any]]:
+    def _infos(self, info: dict[str, np.ndarray], result: MultiAgentStep | None) -> dict[str, dict[str, Any]]:
+        """Per-agent infos: the cluster's, plus the agent's mission terms and moves (zeros at reset)."""
+        view = self.view
         shared = {key: value[0].item() for key, value in info.items()}
         shared["scenario"] = self.core.variant_names[shared["scenario"]]
-        shared["conflicts"] = conflicts
+        shared["conflicts"] = int(result.conflicts[0]) if result is not None else 0
         out = {}
         for agent in self.agents:
             i = self._index[agent]
             entry = dict(shared)
-            entry["mission_reward"] = float(mission[0, i])
-            if terms is not None:
+            entry["mission_reward"] = float(result.mission[0, i]) if result is not None else 0.0
+            if result is not None:
                 for k, term in enumerate(MISSION_TERMS):
-                    if self._mission_w[i, k] > 0:
-                        entry[f"mission_{term}"] = float(terms[term][0, i])
-            entry["applied_delta"] = np.where(self._scope[i], applied, 0).astype(np.int64)
-            entry["invalid_moves"] = int(invalid[i])
+                    if view.mission_weights[i, k] > 0:
+                        entry[f"mission_{term}"] = float(result.terms[term][0, i])
+            applied = result.applied[0] if result is not None else np.zeros(self.core.num_services, dtype=np.int64)
+            entry["applied_delta"] = np.where(view.scope[i], applied, 0).astype(np.int64)
+            entry["invalid_moves"] = int(result.invalid[0, i]) if result is not None else 0
             out[agent] = entry
         self._last_infos = out
         return out

@@ -40,20 +40,12 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
+from agents.layers import mlp as _mlp
+
 __all__ = ["CallGraphConv", "ServiceGraphExtractor", "PerServiceHead", "ContextValueHead", "ServiceGraphPolicy",
            "node_inputs", "call_graph"]
 
 _EDGE_INPUTS = 3  # log1p(calls per request), forward, backward
-
-
-def _mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers of the given widths with ``activation`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
 
 
 def node_inputs(metrics: th.Tensor, adjacency: th.Tensor, progress: th.Tensor) -> th.Tensor:

@@ -37,6 +37,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from torch import nn
 from torch_geometric.nn import TransformerConv
 
+from agents.layers import mlp as _mlp
 from envs.vm_rescheduling import GLOBAL_FEATURES, HOST_FEATURES, VM_FEATURES
 
 __all__ = ["MASKED_LOGIT", "VMGraph", "build_graph", "VMGraphEncoding", "VMGraphExtractor", "VMPointerHeads",
@@ -57,16 +58,6 @@ _VM_INPUTS = 2 + len(_VM_FLAGS)  # total vCPU, total memory, flags
 _NUMA_INPUTS = 2 * len(_NUMA_OWN[0]) + 1  # own node, sibling node, host active
 _EDGE_INPUTS = 2  # the VM's vCPU and memory on that NUMA node
 _OBS_KEYS = ("vm_features", "host_features", "vm_host", "vm_mask", "host_mask", "selected_vm", "globals")
-
-
-def _mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers of the given widths with ``activation`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
 
 
 class VMGraphEncoding(NamedTuple):

@@ -11,7 +11,9 @@ Modules, in reading order:
 * :mod:`~envs.microservice.single`: ``clustergym/MicroserviceAutoscaling-v0``
   (:class:`MicroserviceAutoscalingEnv`, B = 1).
 * :mod:`~envs.microservice.vector`: the native vector env and the SB3 ``VecEnv`` adapter.
-* :mod:`~envs.microservice.parallel`: the PettingZoo env (:func:`parallel_env`).
+* :mod:`~envs.microservice.multi_agent`: :class:`~envs.microservice.multi_agent.MultiAgentView`,
+  the per-agent observations, masks, merge and rewards of B clusters (what MAPPO trains on).
+* :mod:`~envs.microservice.parallel`: the PettingZoo env (:func:`parallel_env`), that view with B = 1.
 
 The PettingZoo names are imported on first use, so a Gymnasium user does not import PettingZoo.
 """

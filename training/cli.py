@@ -26,9 +26,9 @@ __all__ = ["USAGE_ERROR", "main", "parse_args", "run"]
 def _epilog() -> str:
     lines = ["bundled configs (configs/train/):"]
     for path, description in list_train_configs():
-        lines.append(f"  {path.name:<24} {description}")
+        lines.append(f"  {path.name:<35} {description}")
     lines += ["", "Runs are written to runs/<name>/: config.yaml, run.json, tb/ (TensorBoard), eval.csv,",
-              "checkpoint/ (restart point), best/ and last/ (model.zip + metadata.json).",
+              "checkpoint/ (restart point), best/ and last/ (model.zip, or model.pt for mappo / ippo, + metadata.json).",
               "Ctrl-C (or SIGTERM) writes a checkpoint and exits; --resume RUN_DIR continues it exactly.",
               "",
               "python train.py ship RUN_DIR models/<problem>/<name> [--evaluation RESULTS_DIR]: copy a finished",

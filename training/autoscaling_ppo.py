@@ -89,24 +89,6 @@ def policy_spec(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     return "MultiInputPolicy", kwargs
 
 
-class ModelPolicy:
-    """An in-memory ``MaskablePPO`` model as an :class:`~agents.autoscaling.AutoscalingPolicy`
-    (deterministic actions on the env's observations, masked at the replica bounds)."""
-
-    def __init__(self, model, name: str = "agent"):
-        self.model, self.name = model, name
-
-    def reset(self, core) -> None:
-        pass
-
-    def desired_replicas(self, core, now_s: float) -> np.ndarray:
-        from envs.microservice import batched_observation
-
-        obs = batched_observation(core)
-        actions, _ = self.model.predict(obs, deterministic=True, action_masks=obs["action_mask"].astype(bool))
-        return core.desired + core.deltas[np.asarray(actions, dtype=np.int64)]
-
-
 class TrainSplitEvaluation:
     """The policy and the HPA on fixed train-split windows of every scenario variant (see the module docstring).
 
@@ -131,6 +113,7 @@ class TrainSplitEvaluation:
 
     def __call__(self, model) -> dict[str, float]:
         from agents.autoscaling import make_policy
+        from agents.autoscaling.policies import ModelPolicy
 
         rngs = capture_rngs()
         if self._hpa is None:

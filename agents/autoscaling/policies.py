@@ -152,11 +152,34 @@ class KubernetesHPAPolicy:
         return decision.desired_replicas
 
 
-class AgentPolicy:
-    """A saved SB3 model (``PPO`` or ``MaskablePPO``) trained on MicroserviceAutoscaling-v0.
+class ModelPolicy:
+    """An SB3 model (``PPO`` or ``MaskablePPO``) trained on MicroserviceAutoscaling-v0, in memory.
 
     Unlike the rules it needs the env core itself (:class:`~envs.microservice.MicroserviceCore`):
-    it acts on the env's normalised observations and action deltas.
+    it acts deterministically on the env's normalised observations and action deltas, masked at
+    the replica bounds when the model takes masks.
+
+    Args:
+        model: the SB3 model. name: label in reports. masked: pass the env's masks to ``predict``.
+    """
+
+    def __init__(self, model, name: str = "agent", masked: bool = True):
+        self.model, self.name, self.masked = model, name, masked
+
+    def reset(self, core: MicroserviceCore) -> None:
+        pass
+
+    def desired_replicas(self, core: MicroserviceCore, now_s: float) -> np.ndarray:
+        from envs.microservice import batched_observation
+
+        obs = batched_observation(core)
+        kwargs = {"action_masks": obs["action_mask"].astype(bool)} if self.masked else {}
+        actions, _ = self.model.predict(obs, deterministic=True, **kwargs)
+        return core.desired + core.deltas[np.asarray(actions, dtype=np.int64)]
+
+
+class AgentPolicy(ModelPolicy):
+    """A saved SB3 model (``PPO`` or ``MaskablePPO``) trained on MicroserviceAutoscaling-v0 (:class:`ModelPolicy`).
 
     Args:
         path: The ``.zip`` SB3 saved.
@@ -169,27 +192,15 @@ class AgentPolicy:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"agent model not found: {self.path}")
-        # Torch, SB3 and the env package load only when an agent is asked for.
+        # Torch and SB3 load only when an agent is asked for.
         from sb3_contrib import MaskablePPO
         from stable_baselines3 import PPO
 
-        from envs.microservice import batched_observation
-
-        self._observe = batched_observation
-
         try:
-            self.model, self.masked = MaskablePPO.load(self.path, device="cpu"), True
+            model, masked = MaskablePPO.load(self.path, device="cpu"), True
         except (ValueError, KeyError, TypeError):
-            self.model, self.masked = PPO.load(self.path, device="cpu"), False
+            model, masked = PPO.load(self.path, device="cpu"), False
         # train.py saves every model as <run>/best|last/model.zip: name it by the run and the folder.
         parts = self.path.with_suffix("").parts
-        self.name = "agent:" + ("/".join(parts[-3:-1]) if self.path.name == "model.zip" and len(parts) >= 3 else self.path.stem)
-
-    def reset(self, core: MicroserviceCore) -> None:
-        pass
-
-    def desired_replicas(self, core: MicroserviceCore, now_s: float) -> np.ndarray:
-        obs = self._observe(core)
-        kwargs = {"action_masks": obs["action_mask"]} if self.masked else {}
-        actions, _ = self.model.predict(obs, deterministic=True, **kwargs)
-        return core.desired + core.deltas[np.asarray(actions, dtype=np.int64)]
+        super().__init__(model, "agent:" + ("/".join(parts[-3:-1]) if self.path.name == "model.zip" and len(parts) >= 3
+                                            else self.path.stem), masked)

@@ -1130,6 +1130,23 @@ def pods_for(utilization_percent: int, fraction: int, count: int) -> list[PodMet
     return ready_pods(usages)
 
 
+def assert_batched_matches_scalar(data, batched, hpas, state, now, current, pods) -> np.ndarray:
+    """The batched decision equals each per-target HPA's (count, reason, history); returns the next
+    counts: the decision applied and, now and then, something else moving one count (a human, a crash)."""
+    batch, services = current.shape
+    for b in range(batch):
+        for s in range(services):
+            single = hpas[b][s].recommend(now, int(current[b, s]), pods[b][s])
+            assert batched.desired_replicas[b, s] == single.desired_replicas, (b, s, pods[b][s])
+            assert REASONS[batched.reason_code[b, s]] == single.reason
+            assert_same_history(state, b, s, hpas[b][s].state)
+    current = batched.desired_replicas.copy()
+    if data.draw(st.booleans()):
+        b, s = data.draw(st.integers(0, batch - 1)), data.draw(st.integers(0, services - 1))
+        current[b, s] = data.draw(st.integers(0, 15))
+    return current
+
+
 def assert_same_history(state: BatchedHPAState, b: int, s: int, single: HPAState) -> None:
     """The batched arrays hold the Go slices of the per-target state, slot by slot."""
     length = state.rec_len[b, s]
@@ -1173,17 +1190,7 @@ def test_batched_agrees_with_per_target_class(data, behavior):
         pooled = np.array([[100.0 * sum(p.usage_milli for p in row) / (1000 * len(row)) if row else 0.0
                             for row in env] for env in pods])
         batched = batched_hpa_recommend(state, now, current, ready, pooled, target, min_r, max_r, behavior)
-        for b in range(batch):
-            for s in range(services):
-                single = hpas[b][s].recommend(now, int(current[b, s]), pods[b][s])
-                assert batched.desired_replicas[b, s] == single.desired_replicas
-                assert REASONS[batched.reason_code[b, s]] == single.reason
-                assert_same_history(state, b, s, hpas[b][s].state)
-        # Apply the decision; now and then something else moves the count (a human, a crash).
-        current = batched.desired_replicas.copy()
-        if data.draw(st.booleans()):
-            b, s = data.draw(st.integers(0, batch - 1)), data.draw(st.integers(0, services - 1))
-            current[b, s] = data.draw(st.integers(0, 15))
+        current = assert_batched_matches_scalar(data, batched, hpas, state, now, current, pods)
 
 
 @pytest.mark.parametrize("behavior", [None, HPABehavior()], ids=["behaviourless", "default-behavior"])

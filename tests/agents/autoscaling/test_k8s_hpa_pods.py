@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.autoscaling.k8s_hpa import (
-    REASONS,
     BatchedHPAState,
     PodMetricSample,
     batched_hpa_recommend,
@@ -22,7 +21,7 @@ from agents.autoscaling.k8s_hpa import (
 )
 from agents.autoscaling.policies import KubernetesHPAPolicy, hpa_pod_groups
 from digital_twin.microservices.metrics import METRIC_INDEX, NUM_METRICS
-from tests.agents.autoscaling.test_k8s_hpa import BEHAVIOR, assert_same_history, cpu_hpa
+from tests.agents.autoscaling.test_k8s_hpa import BEHAVIOR, assert_batched_matches_scalar, cpu_hpa
 
 #: Kinds of pod that groupPods sets aside as unready, and of pods it ignores.
 UNREADY_KINDS = ("pending", "starting", "just_ready")
@@ -92,16 +91,7 @@ def test_batched_with_unready_and_missing_pods_agrees_with_per_target_class(data
         batched = batched_hpa_recommend(state, now, current, counts[0], None, target, min_r, max_r, behavior,
                                         unready_pods=counts[1], missing_pods=counts[2], usage_milli=counts[3],
                                         request_milli=request)
-        for b in range(batch):
-            for s in range(services):
-                single = hpas[b][s].recommend(now, int(current[b, s]), pods[b][s])
-                assert batched.desired_replicas[b, s] == single.desired_replicas, (b, s, pods[b][s])
-                assert REASONS[batched.reason_code[b, s]] == single.reason
-                assert_same_history(state, b, s, hpas[b][s].state)
-        current = batched.desired_replicas.copy()
-        if data.draw(st.booleans()):
-            b, s = data.draw(st.integers(0, batch - 1)), data.draw(st.integers(0, services - 1))
-            current[b, s] = data.draw(st.integers(0, 15))
+        current = assert_batched_matches_scalar(data, batched, hpas, state, now, current, pods)
 
 
 def test_unready_pods_hold_back_a_scale_up_and_missing_pods_a_scale_down():

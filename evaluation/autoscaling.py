@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from evaluation.metrics import autoscaling_episode_metrics
 if TYPE_CHECKING:
     from agents.autoscaling import AutoscalingPolicy
     from envs.microservice import MicroserviceConfig
+
+StepObserver = Callable[..., None]
+"""``observer(policy, core, desired, *, scenario, seed, step, onset, end)``: see :func:`evaluate_autoscaling`."""
 
 SERIES_KEYS = ("slo_violated", "e2e_latency_p95", "dropped_requests", "pod_seconds", "offered_rate", "attack_rate")
 """Per-step ``info`` entries recorded for every episode (plus the total desired replicas and the reward)."""
@@ -76,7 +79,7 @@ def evaluate_autoscaling(config: str | Path | MicroserviceConfig, policies: Sequ
                          seeds: Sequence[int], episodes: int = 1, scenarios: Sequence[str] | None = None,
                          window_index: int | None = None, breach_limit_minutes: float = 2.0,
                          recovery_hold_minutes: float = 5.0, progress: bool = True,
-                         split: str = "held_out") -> tuple[list[dict], dict]:
+                         split: str = "held_out", observer: StepObserver | None = None) -> tuple[list[dict], dict]:
     """Every policy on every window and scenario.
 
     Args:
@@ -95,6 +98,10 @@ def evaluate_autoscaling(config: str | Path | MicroserviceConfig, policies: Sequ
         progress: show a progress bar on stderr.
         split: ``"held_out"`` (reported results) or ``"train"`` (model selection while training,
             which must never see held-out data).
+        observer: called at every step, before the decision is applied, with the policy, the
+            core, the (B, S) desired replicas and ``scenario``, ``seed``, ``step``, ``onset`` and
+            ``end`` (the failure's steps, None without one) as keywords: what
+            :mod:`evaluation.explain` records. It must not change the core.
 
     Returns:
         ``(rows, data)``: one row per scenario, method and episode (the
@@ -156,6 +163,8 @@ def evaluate_autoscaling(config: str | Path | MicroserviceConfig, policies: Sequ
                 log: dict[str, list[np.ndarray]] = {k: [] for k in (*SERIES_KEYS, "replicas", "reward")}
                 for t in range(core.window_steps):
                     desired = policy.desired_replicas(core, now_s=t * config.step_seconds)
+                    if observer is not None:
+                        observer(policy, core, desired, scenario=name, seed=seed, step=t, onset=onset, end=end)
                     reward, _, info = core.step(deltas_for(core, desired), rng)
                     for k in SERIES_KEYS:
                         log[k].append(np.asarray(info[k], dtype=np.float64))

@@ -76,7 +76,7 @@ CONFIGS_TAKEN = " or ".join(f"{folder}/*.yaml" for folder in CONFIG_FOLDERS)
 # Flags that mean something for one problem only: given for the other, they are refused, not ignored.
 VM_ONLY = ("budget", "time_limit", "time_limits")
 AUTOSCALING_ONLY = ("scenarios", "window_index", "static_replicas", "hpa_target", "breach_limit_minutes",
-                    "recovery_hold_minutes")
+                    "recovery_hold_minutes", "explain")
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
@@ -126,6 +126,11 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
     parser.add_argument("--recovery-hold-minutes", type=positive_float, default=None,
                         help="autoscaling: recovered once the SLO holds from then on through this long after the "
                              "failure's end (default: 5)")
+    parser.add_argument("--explain", action="store_true",
+                        help="autoscaling: also analyse every policy's behaviour (each agent's moves around every "
+                             "failure's onset; a depth-3 decision tree distilled from each agent on the train split, "
+                             "its fidelity on the held-out states) into results/<run>/explain/; plays every scenario "
+                             "once more on the train split")
     parser.add_argument("--run-name", default=None, help="results/<run-name>/ (default: <config>__<time>)")
     parser.add_argument("--out-dir", default=str(default_out_dir), help="parent folder of run folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -208,7 +213,7 @@ def refuse_flags_of_the_other_problem(args: argparse.Namespace, problem: str, wh
     """A flag of the other problem would be ignored: refuse it, naming the kind of config given."""
     foreign = AUTOSCALING_ONLY if problem == "vm" else VM_ONLY
     for name in foreign:
-        if getattr(args, name) is not None:
+        if getattr(args, name) not in (None, False):  # False: a store_true flag not given
             kind = "a VM-rescheduling" if problem == "vm" else "an autoscaling"
             raise UsageError(f"--{name.replace('_', '-')}: applies to "
                              f"{'autoscaling' if problem == 'vm' else 'VM-rescheduling'} configs only; "
@@ -379,14 +384,22 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
         config = load_config(config_path)  # the one autoscaling schema, before any policy is built
         args.policies = args.policies or list(DEFAULT_AUTOSCALING_POLICIES)
         policies = autoscaling_policies(args.policies, args.static_replicas or 5, args.hpa_target or 60, config=config)
+        recorder = None
+        if args.explain:
+            from evaluation.explain import DecisionRecorder
+
+            recorder = DecisionRecorder()
         rows, data = evaluate_autoscaling(
             config_path, policies, args.seeds, episodes=args.episodes or 1, scenarios=args.scenarios,
             window_index=args.window_index,
             breach_limit_minutes=2.0 if args.breach_limit_minutes is None else args.breach_limit_minutes,
-            recovery_hold_minutes=args.recovery_hold_minutes or 5.0, progress=not args.no_progress)
+            recovery_hold_minutes=args.recovery_hold_minutes or 5.0, progress=not args.no_progress,
+            observer=recorder)
         metrics, group_by = AUTOSCALING_METRICS, ["scenario", "method"]
         run_dir.mkdir(parents=True, exist_ok=True)
         plots = plot_autoscaling(run_dir, rows, data, title=config_path.stem)
+        if recorder is not None:
+            plots += explain(config_path, policies, args, recorder, run_dir / "explain")
 
     summary = summarise(rows, group_by, [m for m, _, _ in metrics])
     write_csv(run_dir / "episodes.csv", rows)
@@ -403,8 +416,20 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
     print(table)
     for line in notes(rows):
         print(line)
-    print(f"\nresults in {run_dir}: episodes.csv, summary.json, " + ", ".join(p.name for p in plots))
+    print(f"\nresults in {run_dir}: episodes.csv, summary.json, " + ", ".join(str(p.relative_to(run_dir)) for p in plots))
     return 0
+
+
+def explain(config_path: Path, policies: list, args: argparse.Namespace, heldout, out_dir: Path) -> list[Path]:
+    """``--explain``: the same scenarios, seeds and episodes once more on the train split (the trees'
+    training states), then :func:`evaluation.explain.write_explanation`."""
+    from evaluation.autoscaling import evaluate_autoscaling
+    from evaluation.explain import DecisionRecorder, write_explanation
+
+    train = DecisionRecorder()
+    evaluate_autoscaling(config_path, policies, args.seeds, episodes=args.episodes or 1, scenarios=args.scenarios,
+                         progress=not args.no_progress, split="train", observer=train)
+    return write_explanation(out_dir, heldout, train)
 
 
 BUDGET_SOURCE_WORDS = {

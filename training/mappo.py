@@ -85,7 +85,7 @@ from digital_twin.cli import read_yaml
 from digital_twin.resources import resolve_path
 from envs.microservice.config import AgentsConfig, config_from_dict
 from envs.microservice.core import MicroserviceCore
-from envs.microservice.multi_agent import MultiAgentView
+from envs.microservice.multi_agent import MultiAgentView, merge_proposals
 from training.autoscaling_ppo import EVAL_FIELDS, TrainSplitEvaluation, env_config
 from training.maskable_ppo import _Stop, capture_rngs, restore_rngs
 from training.runs import MODEL_FORMAT, CheckpointError, git_commit, library_versions, read_checkpoint, \
@@ -343,8 +343,19 @@ class MAPPOPolicy:
             k = (probs[..., self._by_value].cumsum(-1) < 0.5).sum(-1).clamp(max=probs.shape[-1] - 1)
             indices = self._by_value[k]
         indices = indices.numpy().reshape(b, a, s)
-        merged, _, _ = self.view.merge(indices)
+        self.last_proposals, _ = self.view.proposals(indices)  # what evaluate.py --explain reads
+        merged, _ = merge_proposals(self.last_proposals)
         return core.desired + merged
+
+    @property
+    def agent_names(self) -> list[str]:
+        """The agents whose proposals :attr:`last_proposals` holds, (B, A, S) replica deltas."""
+        return self.view.agent_names
+
+    @property
+    def agent_scope(self) -> np.ndarray:
+        """(A, S) bool: the services each agent may change."""
+        return self.view.scope
 
 
 def _model_file(path: str | Path) -> Path:

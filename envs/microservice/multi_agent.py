@@ -210,13 +210,25 @@ class MultiAgentView:
         Returns:
             ``(merged (B, S) int64, conflict (B, S) bool, invalid (B, A) int64)``.
         """
+        valid, invalid = self.proposals(indices)
+        merged, conflict = merge_proposals(valid)
+        return merged, conflict, invalid
+
+    def proposals(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What each agent proposes, before the merge: a move outside its scope or moves abstains.
+
+        Args:
+            indices: (B, A, S) delta indices.
+
+        Returns:
+            ``(proposed (B, A, S) int64 replica deltas, invalid (B, A) int64 moves ignored)``.
+        """
         proposed = self.core.deltas[indices]  # (B, A, S)
         agents = np.arange(self.num_agents)[None, :, None]
         services = np.arange(self.core.num_services)[None, None, :]
         allowed = self._allowed[agents, services, indices]
         invalid = ((proposed != 0) & ~allowed).sum(axis=2)
-        merged, conflict = merge_proposals(np.where(allowed, proposed, 0))
-        return merged, conflict, invalid
+        return np.where(allowed, proposed, 0), invalid
 
     def step(self, indices: np.ndarray, rng: np.random.Generator) -> MultiAgentStep:
         """Merge the agents' actions, step every cluster, and reward every agent.

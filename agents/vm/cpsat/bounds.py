@@ -212,9 +212,13 @@ def touch_bound(clusters: Sequence[Cluster], budget: int, size: int = 16, max_ar
     code = solver.Solve(model)
     if code == cp_model.OPTIMAL:
         drop = int(round(solver.ObjectiveValue()))
-    else:
+    elif code == cp_model.FEASIBLE:
         value = solver.BestObjectiveBound()
         drop = int(math.floor(value + 1e-6)) if math.isfinite(value) else n0
+    else:
+        # UNKNOWN: stopped before it proved anything (a busy machine, a short limit); its "bound" is
+        # the response's default 0, which would claim no migration can lower N. Only N >= 0 holds.
+        drop = n0
     return min(max(n0 - drop, 0), n0), d0
 
 

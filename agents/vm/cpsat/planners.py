@@ -116,14 +116,12 @@ def _solve_ratio(fm: FRModel, start: _Incumbent, deadline: float, workers: int, 
         if not fm.d_variable:
             # The proven bound holds whether or not a solution was found (UNKNOWN included).
             bound_fr = _clamp_fr(fm.fr_numerator_bound(solver) / fm.free_total if fm.free_total else 0.0)
-        else:
+        elif code != cp_model.UNKNOWN:  # UNKNOWN's bound is the response's default 0: no proof at all
             bound = solver.BestObjectiveBound()
             # Moving a VM off an inactive host only lowers sum(free), by at most inactive_cpu in all.
             d_min = max(1, start.free - sum(p.inactive_cpu for p in fm.parts))
             value = a / b if bound >= 0 else a / b + bound / (b * d_min) if math.isfinite(bound) else 0.0
-            if code == cp_model.UNKNOWN and bound_fr is not None:
-                value = max(value, bound_fr)  # an earlier iteration's bound is still valid
-            bound_fr = _clamp_fr(value)
+            bound_fr = _clamp_fr(value if bound_fr is None else max(value, bound_fr))  # an earlier bound holds too
         if code == cp_model.UNKNOWN:
             break
         frag, free = int(solver.Value(fm.N)), int(solver.Value(fm.D))

@@ -170,6 +170,28 @@ def test_the_bounds_never_exceed_the_brute_force_optimum(bound):
     assert checked >= 40 and tight >= 5
 
 
+def test_a_bound_stopped_before_it_proves_anything_stays_a_bound(monkeypatch):
+    # On a busy machine the touch bound's knapsack can stop before any search (UNKNOWN): its
+    # response then reads a bound of 0, which once claimed that nothing beats no migration.
+    from agents.vm.cpsat import bounds
+    from agents.vm.cpsat.model import new_solver
+
+    def stopped(time_limit_s, workers=2, seed=0):
+        solver = new_solver(time_limit_s, workers, seed)
+        solver.parameters.stop_after_presolve = True
+        return solver
+
+    monkeypatch.setattr(bounds, "new_solver", stopped)
+    checked = 0
+    for snap, budget in tiny_snapshots(9, 20):
+        b = touch_bound(snap.clusters, budget)
+        if b is None:
+            continue
+        assert Fraction(b[0], b[1]) <= brute_force(snap, budget)
+        checked += 1
+    assert checked >= 10
+
+
 def _unknown_solve(self, time_limit_s, workers=2, seed=0):
     # CP-SAT stopped before any search (what a model too large for the limit looks like).
     from agents.vm.cpsat.model import new_solver

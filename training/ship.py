@@ -1,16 +1,23 @@
 """Ship a trained model: copy it out of its run folder into ``models/`` with what explains it.
 
     python train.py ship runs/vm_bc_s0 models/vm_rescheduling/graph_bc --evaluation results/graph_bc_eval
+    python train.py ship runs/autoscaling_ppo_graph models/autoscaling/ppo_graph \
+        --evaluation results/ob_failures results/ob_day0627 results/ob_day0630
 
 writes ``DEST/``:
 
-* ``model.zip`` and ``metadata.json``: the run's ``best/`` (or ``--model last``) model, loadable by
-  ``evaluate.py --policies agent:DEST`` anywhere (the metadata holds the env config and spaces);
+* the model (``model.zip``, or ``model.pt`` for MAPPO / IPPO) and ``metadata.json``: the run's
+  ``best/`` (or ``--model last``) model, loadable by ``evaluate.py --policies agent:DEST`` anywhere
+  (the metadata holds the env config and spaces);
 * ``train_config.yaml``, ``run.json``: the resolved training config and how the run was started
   (command, versions, host);
-* ``training_eval.csv`` and ``training_curve.png``: the periodic validation figures during training;
-* ``evaluation/`` (with ``--evaluation``): an ``evaluate.py`` results folder, copied whole;
-* ``README.md``: what it is, the training budget and machine, and the commands that reproduce it.
+* ``training_eval.csv`` and ``training_curve.png``: the periodic validation figures during training
+  (VM: FR beside greedy's; autoscaling: episode return and SLO-violation minutes beside the HPA's,
+  on train-split windows);
+* ``evaluation/`` (with ``--evaluation``): an ``evaluate.py`` results folder, copied whole; with
+  several, ``evaluation/<folder name>/`` each;
+* ``README.md``: what it is, the training budget and machine, the commands that reproduce it and
+  each evaluation's table.
 
 A run that has not finished (no ``last/``) or lacks the chosen model is refused, and so is a
 ``DEST`` that exists already, unless ``--force``.
@@ -38,12 +45,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("run_dir", help="a finished run folder of train.py (runs/<name>)")
     parser.add_argument("dest", help="the model's folder, e.g. models/vm_rescheduling/graph_bc")
     parser.add_argument("--model", choices=("best", "last"), default="best",
-                        help="which saved model to ship: best (lowest validation FR) or last (default: best)")
-    parser.add_argument("--evaluation", metavar="RESULTS_DIR", help="an evaluate.py results folder to ship beside it")
+                        help="which saved model to ship: best (VM: lowest validation FR; autoscaling: highest "
+                             "train-split return) or last (default: best)")
+    parser.add_argument("--evaluation", metavar="RESULTS_DIR", nargs="+",
+                        help="evaluate.py results folders to ship beside it")
     parser.add_argument("--code-commit", metavar="SHA",
                         help="the commit the run's code came from, when it ran outside a git checkout")
     parser.add_argument("--force", action="store_true", help="replace DEST if it exists")
     return parser.parse_args(argv)
+
+
+MODEL_FILES = ("model.zip", "model.pt")
+"""What a run's best/ and last/ hold: an SB3 zip, or MAPPO / IPPO's state dicts."""
+
+
+def _model_file(folder: Path) -> str | None:
+    return next((f for f in MODEL_FILES if (folder / f).is_file()), None)
+
+
+def _autoscaling_curve(rows: list[dict[str, str]], path: Path, title: str) -> None:
+    from evaluation.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    x = [int(r["timesteps"]) for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    for ax, key, label in ((top, "episode_return", "mean episode return (higher is better)"),
+                           (bottom, "slo_violation_minutes", "SLO-violation minutes per episode")):
+        ax.plot(x, [float(r[key]) for r in rows], marker="o", label="policy (deterministic)")
+        ax.plot(x, [float(r[f"hpa_{key}"]) for r in rows], linestyle="--", color="tab:gray",
+                label="Kubernetes HPA, same windows")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    bottom.set_xlabel("cluster steps")
+    top.set_title(title)
+    save_figure(fig, path)
 
 
 def _curve(rows: list[dict[str, str]], path: Path, title: str, x_label: str) -> None:
@@ -64,8 +100,8 @@ def _curve(rows: list[dict[str, str]], path: Path, title: str, x_label: str) -> 
     save_figure(fig, path)
 
 
-def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None = None, force: bool = False,
-         code_commit: str | None = None) -> Path:
+def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | list[Path] | None = None,
+         force: bool = False, code_commit: str | None = None) -> Path:
     """Copy the model and its explanation into ``dest`` (see the module docstring); returns ``dest``.
 
     Raises:
@@ -73,19 +109,25 @@ def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None
     """
     config, info = read_run(run_dir)
     source = run_dir / model
-    for f in ("model.zip", "metadata.json"):
+    model_file = _model_file(source)
+    for f in (model_file or "model.zip", "metadata.json"):
         if not (source / f).is_file():
             raise CheckpointError(f"{source / f}: missing; ship a finished run (train.py writes best/ and last/)")
-    if not (run_dir / "last" / "model.zip").is_file():
+    if _model_file(run_dir / "last") is None:
         raise CheckpointError(f"{run_dir}: the run has not finished (no last/); resume it with train.py --resume {run_dir}")
-    if evaluation is not None and not (evaluation / "summary.json").is_file():
-        raise CheckpointError(f"--evaluation {evaluation}: not an evaluate.py results folder (no summary.json)")
+    evaluations = [] if evaluation is None else [evaluation] if isinstance(evaluation, Path) else list(evaluation)
+    for e in evaluations:
+        if not (e / "summary.json").is_file():
+            raise CheckpointError(f"--evaluation {e}: not an evaluate.py results folder (no summary.json)")
+    if len({e.name for e in evaluations}) < len(evaluations):
+        raise CheckpointError(f"--evaluation: two folders named alike ({', '.join(str(e) for e in evaluations)}); "
+                              "each is copied to evaluation/<folder name>/")
     if dest.exists():
         if not force:
             raise CheckpointError(f"{dest}: exists already (--force replaces it)")
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for f in ("model.zip", "metadata.json"):
+    for f in (model_file, "metadata.json"):
         shutil.copy2(source / f, dest / f)
     shutil.copy2(run_dir / "config.yaml", dest / "train_config.yaml")
     shutil.copy2(run_dir / "run.json", dest / "run.json")
@@ -96,21 +138,24 @@ def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | None
         rows = list(csv.DictReader((run_dir / "eval.csv").open()))
     split = metadata.get("selection_split", "eval")
     bc = config.get("algorithm") == "bc"
-    if rows:
+    if rows and config.get("problem") == "autoscaling":
+        _autoscaling_curve(rows, dest / "training_curve.png", f"{dest.name}: train-split windows during training")
+    elif rows:
         _curve(rows, dest / "training_curve.png",
                f"{dest.name}: {'validation' if split == 'val' else 'held-out'} FR during training",
                "epoch" if bc else "update")
-    if evaluation is not None:
-        shutil.copytree(evaluation, dest / "evaluation")
+    shipped = [dest / "evaluation"] if len(evaluations) == 1 else [dest / "evaluation" / e.name for e in evaluations]
+    for e, to in zip(evaluations, shipped):
+        shutil.copytree(e, to)
     if code_commit:
         info = dict(info, git_commit=f"{code_commit} (given when shipped: the run was made outside a checkout)")
         metadata = dict(metadata, git_commit=None)
-    (dest / "README.md").write_text(_readme(run_dir, dest, config, info, metadata, model, rows, evaluation))
+    (dest / "README.md").write_text(_readme(run_dir, dest, config, info, metadata, model, rows, evaluations))
     return dest
 
 
 def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, Any], metadata: dict[str, Any],
-            model: str, rows: list[dict[str, str]], evaluation: Path | None) -> str:
+            model: str, rows: list[dict[str, str]], evaluations: list[Path]) -> str:
     command = list(info.get("command") or [])
     if command and command[0].startswith("python"):
         command[0] = "python"
@@ -120,14 +165,19 @@ def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, A
     budget = (f"{config['bc']['demonstrations']} {config['bc']['teacher']} demonstrations "
               f"({config['bc']['teacher_time_limit_s']} s each), {config['bc']['epochs']} epochs"
               if bc else f"{metadata.get('num_timesteps')} environment steps")
-    picked = next((r for r in rows if float(r["fr_final"]) == min(float(x["fr_final"]) for x in rows)), None)
+    autoscaling = config.get("problem") == "autoscaling"
+    if autoscaling:
+        picked = max(rows, key=lambda r: float(r["episode_return"]), default=None)
+    else:
+        picked = next((r for r in rows if float(r["fr_final"]) == min(float(x["fr_final"]) for x in rows)), None)
     split = metadata.get("selection_split", "eval")
+    chosen = ("highest train-split return" if autoscaling else "lowest validation FR") if model == "best" else "final"
     lines = [
         f"# {dest.name}",
         "",
         str(" ".join(str(config.get("description", "")).split())),
         "",
-        f"- Model: the run's `{model}/` ({'lowest validation FR' if model == 'best' else 'final'}); "
+        f"- Model: the run's `{model}/` ({chosen}); "
         f"`python evaluate.py CONFIG --policies agent:{dest}` plays it.",
         f"- Algorithm: {config.get('algorithm')}, policy `{config['policy']['name']}`; env config "
         f"`{config['env_config']}`.",
@@ -136,20 +186,31 @@ def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, A
         f"- Versions: {', '.join(f'{k} {v}' for k, v in (info.get('versions') or {}).items())}; "
         f"code commit {metadata.get('git_commit') or info.get('git_commit') or 'not recorded (run outside a git checkout)'}.",
     ]
-    if picked is not None:
+    if picked is not None and autoscaling:
+        lines.append(f"- Picked on train-split windows (every scenario variant of the training mix) at "
+                     f"{int(picked['timesteps']):,} cluster steps: mean episode return "
+                     f"{float(picked['episode_return']):.1f} (Kubernetes HPA {float(picked['hpa_episode_return']):.1f}), "
+                     f"SLO-violation {float(picked['slo_violation_minutes']):.2f} min "
+                     f"(HPA {float(picked['hpa_slo_violation_minutes']):.2f}). Curve: `training_curve.png`, "
+                     f"figures: `training_eval.csv`.")
+    elif picked is not None:
         lines.append(f"- Picked on the {'validation' if split == 'val' else 'evaluation (!)'} split at "
                      f"{'epoch' if bc else 'update'} {picked['updates']}: FR {float(picked['fr_start']):.4f} -> "
                      f"{float(picked['fr_final']):.4f} (greedy {float(picked['greedy_fr']):.4f}), mean of the "
                      f"validation episodes. Curve: `training_curve.png`, figures: `training_eval.csv`.")
     lines += ["", "## Reproduce", "", "```", " ".join(command) if command else "(command not recorded)",
               f"python train.py ship {run_dir} {dest}" + (f" --model {model}" if model != "best" else "")
-              + (f" --evaluation {evaluation}" if evaluation is not None else ""), "```", ""]
-    if evaluation is not None:
-        summary = json.loads((evaluation / "summary.json").read_text())
-        lines += ["## Evaluation (held out, never trained or selected on)", "",
-                  f"`evaluation/`: `{summary.get('command') or 'evaluate.py'}` on `{summary['config']}`, "
-                  f"seeds {summary['seeds']}."]
-        table = evaluation / "table.md"
+              + (f" --evaluation {' '.join(str(e) for e in evaluations)}" if evaluations else ""), "```", ""]
+    if evaluations:
+        lines += ["## Evaluation (held out, never trained or selected on)", ""]
+    for e in evaluations:
+        summary = json.loads((e / "summary.json").read_text())
+        folder = "evaluation/" if len(evaluations) == 1 else f"evaluation/{e.name}/"
+        if len(evaluations) > 1:
+            lines += [f"### {e.name}", ""]
+        lines.append(f"`{folder}`: `{summary.get('command') or 'evaluate.py'}` on `{summary['config']}`, "
+                     f"seeds {summary['seeds']}.")
+        table = e / "table.md"
         if table.is_file():
             lines += ["", table.read_text().strip()]
         lines.append("")
@@ -160,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         dest = ship(Path(args.run_dir), Path(args.dest), args.model,
-                    Path(args.evaluation) if args.evaluation else None, args.force, args.code_commit)
+                    [Path(e) for e in args.evaluation] if args.evaluation else None, args.force, args.code_commit)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -293,3 +293,34 @@ def test_evaluate_plays_a_mappo_run_as_agent_path(trained_run):
 
     with pytest.raises(UsageError, match="no MAPPO / IPPO model"):
         autoscaling_policies([f"agent:{trained_run / 'nothing.pt'}"], 5, 60)
+
+
+def test_ship_copies_a_mappo_run_with_its_evaluations(trained_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from evaluation.cli import main as evaluate
+    from training.ship import ship
+
+    run = tmp_path / "mappo_run"
+    shutil.copytree(trained_run, run)
+    config = quick_config("mappo", "total_timesteps=3200", "eval.every_timesteps=800", "eval.episodes=4")
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run / "run.json").write_text(json.dumps({"run_id": "test", "command": ["python", "train.py", "q.yaml"]}))
+    results = []
+    for scenario in ("calm", "kills"):
+        assert evaluate(["configs/microservice_autoscaling/chain4_failures.yaml", "--policies", "k8s_hpa",
+                         f"agent:{run}", "--scenarios", scenario, "--seeds", "0", "--out-dir", str(tmp_path / "results"),
+                         "--run-name", scenario, "--no-progress"]) == 0
+        results.append(tmp_path / "results" / scenario)
+    dest = ship(run, tmp_path / "models" / "mappo", evaluation=results)
+    for name in ("model.pt", "metadata.json", "train_config.yaml", "training_curve.png", "README.md",
+                 "evaluation/calm/table.md", "evaluation/kills/summary.json"):
+        assert (dest / name).stat().st_size > 0, name
+    readme = (dest / "README.md").read_text()
+    assert "highest train-split return" in readme and "Kubernetes HPA" in readme
+    assert "### calm" in readme and "| kills | k8s_hpa |" in readme
+    assert "--evaluation " + " ".join(str(r) for r in results) in readme
+    policy = mappo.load_mappo_policy(dest)  # the shipped folder plays like the run
+    assert policy.layout == "roles"

@@ -36,7 +36,9 @@ both that moment and the failure's end (so a breach that starts while the failur
 the hold time after it, counts however quiet its first minutes were; 0 if the SLO holds throughout;
 blank for a variant without failure, or if it never holds that long before the episode ends).
 Plots: load, p95 latency and replicas over time per method (first episode of each scenario);
-SLO-violation minutes per scenario.
+SLO-violation minutes per scenario. ``--explain`` adds ``explain/`` (:mod:`evaluation.explain`):
+each agent's moves around every failure's onset, and a shallow decision tree distilled from each
+agent on the train split with its fidelity on the held-out states.
 
 User mistakes follow :mod:`digital_twin.cli`'s rule: one ``error:`` line naming the file or flag,
 what is wrong and what is allowed, exit status 2, the traceback only with ``--debug``. The config,

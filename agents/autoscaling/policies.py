@@ -182,15 +182,23 @@ class AgentPolicy(ModelPolicy):
     """A saved SB3 model (``PPO`` or ``MaskablePPO``) trained on MicroserviceAutoscaling-v0 (:class:`ModelPolicy`).
 
     Args:
-        path: The ``.zip`` SB3 saved.
+        path: The ``.zip`` SB3 saved, or a folder holding ``model.zip``: a model folder (``best/``,
+            ``last/``, a shipped ``models/autoscaling/<name>``) or a run folder (its ``best/``, else
+            its ``last/``).
 
     Raises:
-        FileNotFoundError: No such file.
+        FileNotFoundError: No such file, or no model.zip in the folder, its best/ or last/.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.is_file():
+        if self.path.is_dir():
+            found = [f for f in (self.path / "model.zip", self.path / "best" / "model.zip",
+                                 self.path / "last" / "model.zip") if f.is_file()]
+            if not found:
+                raise FileNotFoundError(f"{self.path}: no model.zip there, nor in best/ or last/")
+            self.path = found[0]
+        elif not self.path.is_file():
             raise FileNotFoundError(f"agent model not found: {self.path}")
         # Torch and SB3 load only when an agent is asked for.
         from sb3_contrib import MaskablePPO

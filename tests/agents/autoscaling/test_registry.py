@@ -50,6 +50,23 @@ def test_unknown_names_are_refused_with_the_choices():
         make_policy("agent:/nonexistent/model.zip")
 
 
+def test_an_agent_is_found_in_a_run_or_model_folder(tmp_path):
+    from stable_baselines3 import PPO
+
+    from envs.microservice import MicroserviceAutoscalingEnv
+
+    model = PPO("MultiInputPolicy", MicroserviceAutoscalingEnv("chain4_huawei"), n_steps=16, batch_size=16, seed=0)
+    (tmp_path / "run" / "last").mkdir(parents=True)
+    model.save(tmp_path / "run" / "last" / "model.zip")
+    assert make_policy(f"agent:{tmp_path / 'run'}").name == "agent:run/last"  # no best/: the last model
+    model.save(tmp_path / "run" / "best" / "model.zip")
+    assert make_policy(f"agent:{tmp_path / 'run'}").name == "agent:run/best"
+    assert make_policy(f"agent:{tmp_path / 'run' / 'best'}").name == "agent:run/best"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no model.zip there, nor in best/ or last/"):
+        make_policy(f"agent:{tmp_path / 'empty'}")
+
+
 def test_reference_names():
     from agents.autoscaling.mpc import ModelPredictivePolicy
     from agents.autoscaling.tuning import TunedHPAPolicy

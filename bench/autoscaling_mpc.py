@@ -58,7 +58,7 @@ def run(config_name: str, steps: int, clusters: int, quiet: bool = False, agents
     stats = mpc.stats()
     if quiet:
         return
-    s = core.num_services
+    s = MicroserviceCore(config, num_clusters=1).num_services
     k1, k2 = 1 + len(mpc.shifts) * (1 + s) + len(mpc.sizing), 2 * s + 1
     print(f"{config_name}: S={s}, B={clusters}, {steps} decisions, horizon {mpc.horizon}, "
           f"K={k1} then {k2} plans x {mpc._samples} samples per cluster")

@@ -154,6 +154,12 @@ def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | list
     return dest
 
 
+def _trained_steps(run_dir: Path, metadata: dict[str, Any]) -> int:
+    """The whole run's steps (its last/ model's), not those of the model shipped (best/ may come earlier)."""
+    last = run_dir / "last" / "metadata.json"
+    return int(json.loads(last.read_text()).get("num_timesteps") if last.is_file() else metadata.get("num_timesteps") or 0)
+
+
 def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, Any], metadata: dict[str, Any],
             model: str, rows: list[dict[str, str]], evaluations: list[Path]) -> str:
     command = list(info.get("command") or [])
@@ -164,7 +170,7 @@ def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, A
     bc = config.get("algorithm") == "bc"
     budget = (f"{config['bc']['demonstrations']} {config['bc']['teacher']} demonstrations "
               f"({config['bc']['teacher_time_limit_s']} s each), {config['bc']['epochs']} epochs"
-              if bc else f"{metadata.get('num_timesteps')} environment steps")
+              if bc else f"{_trained_steps(run_dir, metadata):,} environment steps")
     autoscaling = config.get("problem") == "autoscaling"
     if autoscaling:
         picked = max(rows, key=lambda r: float(r["episode_return"]), default=None)

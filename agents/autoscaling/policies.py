@@ -167,7 +167,18 @@ class ModelPolicy:
         self.model, self.name, self.masked = model, name, masked
 
     def reset(self, core: MicroserviceCore) -> None:
-        pass
+        from agents.autoscaling.graph import ServiceGraphPolicy
+
+        if isinstance(self.model.policy, ServiceGraphPolicy):
+            # No weight of the graph policy depends on the topology: give SB3 this topology's
+            # spaces, or its shape check refuses the observations of any other one.
+            from envs.microservice.spaces import MaskedMultiDiscrete, single_observation_space
+
+            space = single_observation_space(core)
+            action = MaskedMultiDiscrete([core.num_deltas] * core.num_services)
+            for holder in (self.model, self.model.policy):
+                holder.observation_space, holder.action_space = space, action
+            self.model.policy.action_dist.action_dims = [core.num_deltas] * core.num_services
 
     def desired_replicas(self, core: MicroserviceCore, now_s: float) -> np.ndarray:
         from envs.microservice import batched_observation

@@ -111,3 +111,20 @@ def test_save_and_load_round_trip(tmp_path):
     model.save(tmp_path / "m.zip")
     loaded = MaskablePPO.load(tmp_path / "m.zip", device="cpu")
     assert th.equal(_logits(model, obs), _logits(loaded, obs))
+
+
+def test_a_saved_graph_agent_plays_another_topology(tmp_path):
+    """Trained on chain4 (4 services), played on Online Boutique (11) through evaluate.py's adapter."""
+    from agents.autoscaling import make_policy
+    from envs.microservice import MicroserviceCore, load_config
+
+    model = _model("chain4_huawei")
+    model.save(tmp_path / "m.zip")
+    policy = make_policy(f"agent:{tmp_path / 'm.zip'}")
+    for config in ("online_boutique_failures", "chain4_huawei"):  # and back: the spaces follow each core
+        core = MicroserviceCore(load_config(config, initial_replicas=1), num_clusters=3)
+        core.reset(np.random.default_rng(0))
+        policy.reset(core)
+        desired = policy.desired_replicas(core, 0.0)
+        assert desired.shape == (3, core.num_services)
+        assert ((desired >= core.low) & (desired <= core.high)).all()  # masked at the bounds

@@ -30,8 +30,9 @@ from agents.autoscaling.mpc import ModelPredictivePolicy  # noqa: E402
 from envs.microservice import MicroserviceCore, load_config  # noqa: E402
 
 
-def time_policy(policy, config, steps: int, clusters: int) -> tuple[float, float]:
-    """Seconds per decision and per env step of ``policy`` over ``steps`` steps of a held-out window."""
+def time_policy(policy, config, steps: int, clusters: int) -> tuple[float, float, int]:
+    """Seconds per decision and per env step of ``policy`` over ``steps`` steps of a held-out
+    window, and the config's number of services."""
     rng = np.random.default_rng(0)
     core = MicroserviceCore(config, num_clusters=clusters, split="held_out")
     core.reset(rng, options={"split": "held_out", "scenario": config.scenarios[0].name})
@@ -43,7 +44,7 @@ def time_policy(policy, config, steps: int, clusters: int) -> tuple[float, float
         middle = time.perf_counter()
         core.step(deltas_for(core, desired), rng)
         decide, env = decide + middle - start, env + time.perf_counter() - middle
-    return decide / steps, env / steps
+    return decide / steps, env / steps, core.num_services
 
 
 def run(config_name: str, steps: int, clusters: int, quiet: bool = False, agents: tuple = ()) -> None:
@@ -53,12 +54,11 @@ def run(config_name: str, steps: int, clusters: int, quiet: bool = False, agents
     for name in ("k8s_hpa", "mpc"):
         policy = make_policy(name)
         figures[name] = (policy, *time_policy(policy, config, steps, clusters))
-    mpc, per_decision, env_step = figures["mpc"]
+    mpc, per_decision, env_step, s = figures["mpc"]
     assert isinstance(mpc, ModelPredictivePolicy)
     stats = mpc.stats()
     if quiet:
         return
-    s = MicroserviceCore(config, num_clusters=1).num_services
     k1, k2 = 1 + len(mpc.shifts) * (1 + s) + len(mpc.sizing), 2 * s + 1
     print(f"{config_name}: S={s}, B={clusters}, {steps} decisions, horizon {mpc.horizon}, "
           f"K={k1} then {k2} plans x {mpc._samples} samples per cluster")
@@ -68,7 +68,7 @@ def run(config_name: str, steps: int, clusters: int, quiet: bool = False, agents
     print(f"  k8s_hpa  {figures['k8s_hpa'][1] * 1e3:8.3f} ms/decision   env step {env_step * 1e3:.3f} ms")
     for agent in agents:
         try:
-            seconds, _ = time_policy(agent, config, steps, clusters)
+            seconds, _, _ = time_policy(agent, config, steps, clusters)
         except (ValueError, RuntimeError) as exc:  # an MLP or a per-service MAPPO of another topology
             print(f"  {agent.name}: skipped ({str(exc).splitlines()[0][:120]})")
             continue

@@ -295,7 +295,14 @@ def vm_planners(specs: list[str]) -> tuple[dict[str, Planner], dict[str, float]]
 
 def _is_mappo_model(path: Path) -> bool:
     """``path`` is a MAPPO / IPPO model of train.py: a ``model.pt``, or a folder (run, best/, last/) holding one."""
-    return path.suffix == ".pt" or any((path / sub / "model.pt").is_file() for sub in ("", "best", "last"))
+    from agents.model_files import resolve_model_path
+
+    if path.suffix == ".pt":
+        return True
+    try:
+        return resolve_model_path(path, "model.pt").suffix == ".pt"
+    except FileNotFoundError:
+        return False
 
 
 def autoscaling_policies(specs: list[str], static_replicas: int, hpa_target: int, config=None) -> list:

@@ -291,7 +291,7 @@ def check_model_path(where: str, path: Path, takes: str = MODEL_KINDS) -> Path:
     Raises:
         ConfigError: nothing there, a folder without a model, or a file that is not a saved model.
     """
-    from agents.vm.agent import resolve_model_path
+    from agents.model_files import resolve_model_path
 
     try:
         model = resolve_model_path(path)

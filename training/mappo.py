@@ -81,6 +81,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from agents.model_files import resolve_model_path
 from digital_twin.cli import read_yaml
 from digital_twin.resources import resolve_path
 from envs.microservice.config import AgentsConfig, config_from_dict
@@ -360,11 +361,13 @@ class MAPPOPolicy:
 
 def _model_file(path: str | Path) -> Path:
     """``model.pt`` of a run folder (best/, else last/), of a model folder, or the file itself."""
-    p = resolve_path(path)
-    for candidate in (p, p / "model.pt", p / "best" / "model.pt", p / "last" / "model.pt"):
-        if candidate.is_file() and candidate.name == "model.pt":
-            return candidate
-    raise FileNotFoundError(f"{path}: no MAPPO / IPPO model (model.pt) there, nor in best/ or last/")
+    try:
+        model = resolve_model_path(resolve_path(path), "model.pt")
+    except FileNotFoundError:
+        model = None
+    if model is None or model.name != "model.pt":
+        raise FileNotFoundError(f"{path}: no MAPPO / IPPO model (model.pt) there, nor in best/ or last/")
+    return model
 
 
 def load_mappo_policy(path: str | Path, name: str | None = None, action: str = "median", seed: int = 0) -> MAPPOPolicy:

@@ -99,7 +99,7 @@ def init_from_weights(model, path: str) -> None:
     Raises:
         ConfigError: the saved policy's parameters do not fit this config's policy.
     """
-    from agents.vm.agent import resolve_model_path
+    from agents.model_files import resolve_model_path
     from training.config import ConfigError
 
     model_zip = resolve_model_path(resolve_path(path))

@@ -202,15 +202,9 @@ class AgentPolicy(ModelPolicy):
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if self.path.is_dir():
-            found = [f for f in (self.path / "model.zip", self.path / "best" / "model.zip",
-                                 self.path / "last" / "model.zip") if f.is_file()]
-            if not found:
-                raise FileNotFoundError(f"{self.path}: no model.zip there, nor in best/ or last/")
-            self.path = found[0]
-        elif not self.path.is_file():
-            raise FileNotFoundError(f"agent model not found: {self.path}")
+        from agents.model_files import resolve_model_path
+
+        self.path = resolve_model_path(path)
         # Torch and SB3 load only when an agent is asked for.
         from sb3_contrib import MaskablePPO
         from stable_baselines3 import PPO

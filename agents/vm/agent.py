@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.model_files import resolve_model_path
 from agents.vm.plan import Move, PlanResult, finish_plan
 from digital_twin.vm import Snapshot
 from envs.vm_rescheduling import PHASE_PICK_DESTINATION, VMReschedulingEnv
@@ -65,28 +66,6 @@ MODEL_FILE = "model.zip"
 SPEC_OPTIONS = {"samples": int, "vm_quantile": float, "host_quantile": float, "best_prefix": int}
 """The options ``agent:PATH?key=value&...`` accepts, with their types."""
 _TYPE_WORDS = {int: "an integer", float: "a number"}
-
-
-def resolve_model_path(path: str | Path) -> Path:
-    """The ``model.zip`` that ``path`` names: the file itself, ``path/model.zip``,
-    ``path/best/model.zip`` or ``path/last/model.zip``, tried in that order.
-
-    Raises:
-        FileNotFoundError: nothing there; the message lists the places tried.
-    """
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        tried = [path / MODEL_FILE, path / "best" / MODEL_FILE, path / "last" / MODEL_FILE]
-        for candidate in tried:
-            if candidate.is_file():
-                return candidate
-        raise FileNotFoundError(f"agent model not found in folder {path}: tried {', '.join(map(str, tried))}")
-    if path.suffix != ".zip" and path.with_name(path.name + ".zip").is_file():
-        return path.with_name(path.name + ".zip")  # as MaskablePPO.load does
-    raise FileNotFoundError(
-        f"agent model not found: {path} (give a model.zip, a run folder or its best/ or last/ folder)")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:

@@ -10,26 +10,33 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def resolve_model_path(path: str | Path, name: str = "model.zip") -> Path:
+MODEL_FILES = ("model.zip", "model.pt")
+"""What train.py saves: an SB3 zip, or MAPPO / IPPO's state dicts."""
+
+
+def resolve_model_path(path: str | Path, name: str | tuple[str, ...] = "model.zip") -> Path:
     """The model file ``path`` names: the file itself, ``path/<name>``, ``path/best/<name>`` or
     ``path/last/<name>``, tried in that order (a file given without ``name``'s suffix gets it, as
-    ``MaskablePPO.load`` does).
+    ``MaskablePPO.load`` does). With several names (e.g. :data:`MODEL_FILES`) each folder is tried
+    for each name before the next folder.
 
     Raises:
         FileNotFoundError: nothing there; the message lists the places tried.
     """
     path = Path(path)
+    names = (name,) if isinstance(name, str) else tuple(name)
     if path.is_file():
         return path
     if path.is_dir():
-        tried = [path / name, path / "best" / name, path / "last" / name]
+        tried = [folder / n for folder in (path, path / "best", path / "last") for n in names]
         for candidate in tried:
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(f"{path}: no {name} there, nor in best/ or last/ "
+        raise FileNotFoundError(f"{path}: no {' or '.join(names)} there, nor in best/ or last/ "
                                 f"(agent model not found in folder: tried {', '.join(map(str, tried))})")
-    suffix = Path(name).suffix
-    if path.suffix != suffix and path.with_name(path.name + suffix).is_file():
-        return path.with_name(path.name + suffix)
+    for n in names:
+        suffix = Path(n).suffix
+        if path.suffix != suffix and path.with_name(path.name + suffix).is_file():
+            return path.with_name(path.name + suffix)
     raise FileNotFoundError(
-        f"agent model not found: {path} (give a {name}, a run folder or its best/ or last/ folder)")
+        f"agent model not found: {path} (give a {' or '.join(names)}, a run folder or its best/ or last/ folder)")

@@ -32,7 +32,9 @@ def _epilog() -> str:
               "Ctrl-C (or SIGTERM) writes a checkpoint and exits; --resume RUN_DIR continues it exactly.",
               "",
               "python train.py ship RUN_DIR models/<problem>/<name> [--evaluation RESULTS_DIR]: copy a finished",
-              "run's model into models/ with its config, training curve, evaluation and reproduce commands."]
+              "run's model into models/ with its config, training curve, evaluation and reproduce commands.",
+              "python train.py export RUN_DIR_OR_MODEL -o policy.onnx: the deterministic actor as ONNX, with the",
+              "metadata (policy.json) the online controller (python -m controller) runs it with."]
     return "\n".join(lines)
 
 
@@ -139,5 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         from training.ship import main as ship
 
         return ship(argv[1:])
+    if argv[:1] == ["export"]:
+        from training.export import main as export
+
+        return export(argv[1:])
     args = parse_args(argv)
     return run_cli(lambda: run(args), debug=args.debug, user_errors=(CheckpointError,))

@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agents.model_files import MODEL_FILES
 from training.runs import CheckpointError, read_run
 
 
@@ -55,8 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-MODEL_FILES = ("model.zip", "model.pt")
-"""What a run's best/ and last/ hold: an SB3 zip, or MAPPO / IPPO's state dicts."""
 
 
 def _model_file(folder: Path) -> str | None:

@@ -43,9 +43,13 @@ from torch_geometric.nn import MessagePassing
 from agents.layers import mlp as _mlp
 
 __all__ = ["CallGraphConv", "ServiceGraphExtractor", "PerServiceHead", "ContextValueHead", "ServiceGraphPolicy",
-           "node_inputs", "call_graph"]
+           "node_inputs", "call_graph", "call_depth", "check_call_depth", "MAX_CALL_DEPTH"]
 
 _EDGE_INPUTS = 3  # log1p(calls per request), forward, backward
+
+MAX_CALL_DEPTH = 32
+"""The longest call chain (in hops from an entry) whose visit counts :func:`node_inputs` gets
+exactly; a deeper topology is refused by :func:`check_call_depth`."""
 
 
 def node_inputs(metrics: th.Tensor, adjacency: th.Tensor, progress: th.Tensor) -> th.Tensor:
@@ -57,11 +61,29 @@ def node_inputs(metrics: th.Tensor, adjacency: th.Tensor, progress: th.Tensor) -
     entry = (adjacency.sum(dim=1) == 0).to(metrics.dtype)  # no caller
     visits = entry
     # v = e + A^T v: one request from the entry reaches each service this many times. The call
-    # graph is acyclic (the twin refuses cycles), so S rounds reach the fixed point.
-    for _ in range(s):
+    # graph is acyclic (the twin refuses cycles), so depth + 1 rounds reach the fixed point and
+    # further rounds change no bit. A fixed count, not S, keeps the number of services out of the
+    # traced graph: the ONNX export takes any S.
+    for _ in range(MAX_CALL_DEPTH + 1):
         visits = entry + th.bmm(adjacency.transpose(1, 2), visits.unsqueeze(-1)).squeeze(-1)
     return th.cat([metrics, progress.unsqueeze(1).expand(b, s, 1), entry.unsqueeze(-1),
                    th.log1p(visits).unsqueeze(-1)], dim=-1)
+
+
+def call_depth(calls: np.ndarray) -> int:
+    """Hops of the longest call chain of an acyclic (S, S) call matrix (0 for a single service)."""
+    calls = np.asarray(calls) > 0
+    depth = np.zeros(len(calls), dtype=np.int64)
+    for _ in range(len(calls)):
+        depth = np.maximum(depth, ((depth[:, None] + 1) * calls).max(axis=0, initial=0))
+    return int(depth.max(initial=0))
+
+
+def check_call_depth(calls: np.ndarray, where: str) -> None:
+    """Raise ValueError if the call graph is deeper than :data:`MAX_CALL_DEPTH` hops."""
+    if (depth := call_depth(calls)) > MAX_CALL_DEPTH:
+        raise ValueError(f"{where}: the call graph is {depth} hops deep; the service-graph policy "
+                         f"handles up to {MAX_CALL_DEPTH}")
 
 
 def call_graph(edge_index: th.Tensor, adjacency: th.Tensor) -> tuple[th.Tensor, th.Tensor]:

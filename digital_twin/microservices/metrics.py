@@ -27,12 +27,17 @@ class MetricSpec:
         promql: PromQL template with ``{service}``, ``{namespace}`` and ``{window}`` fields.
         unit: Unit of the value the twin emits (and the query returns).
         description: What the value means, in one line.
+        absent_is_zero: An empty query result means 0, not a missing metric: the series exist only
+            while there is something to count (kube-state-metrics exports a pod's waiting reason
+            only while it waits; a service with no pod Pending has no Pending series to sum).
+            An online controller holds on any other empty result.
     """
 
     name: str
     promql: str
     unit: str
     description: str
+    absent_is_zero: bool = False
 
 
 _POD = 'namespace="{namespace}", pod=~"{service}-[a-z0-9]+-[a-z0-9]+"'
@@ -56,12 +61,14 @@ METRICS: tuple[MetricSpec, ...] = (
         'sum(kube_pod_status_phase{{' + _POD + ', phase="Pending"}})',
         "pods",
         "Pods Pending: created but not bound to a node (no node has room for their requests).",
+        absent_is_zero=True,
     ),
     MetricSpec(
         "replicas_crashloop",
         'sum(kube_pod_container_status_waiting_reason{{' + _POD + ', reason="CrashLoopBackOff"}})',
         "pods",
         "Pods waiting in CrashLoopBackOff.",
+        absent_is_zero=True,
     ),
     MetricSpec(
         "cpu_usage_cores",
@@ -128,6 +135,7 @@ METRICS: tuple[MetricSpec, ...] = (
         ' cluster_name=~"outbound\\\\|.*\\\\|\\\\|{service}\\\\..*"}})',
         "requests",
         "Requests queued for the service (backlog carried to the next step), summed over callers.",
+        absent_is_zero=True,
     ),
 )
 

@@ -46,7 +46,7 @@ from torch import nn
 from agents.model_files import MODEL_FILES, resolve_model_path
 from digital_twin.cli import ArgumentParser, HelpFormatter, UsageError, add_debug_flag, check_writable_dir, \
     run_cli
-from digital_twin.microservices.metrics import METRICS
+from digital_twin.microservices.metrics import FRESHNESS_PROMQL, METRICS
 from training.runs import git_commit, library_versions
 
 FORMAT = "clustergym-policy/1"
@@ -138,6 +138,7 @@ def observation_spec(core, progress_window: int) -> dict[str, Any]:
         "services": list(core.service_names),
         "metrics": [{"name": m.name, "promql": m.promql, "unit": m.unit, "absent_is_zero": m.absent_is_zero,
                      "description": m.description} for m in METRICS],
+        "freshness_promql": FRESHNESS_PROMQL,
         "normalisation": "metrics = clip(float32(raw) * scale, 0, high), per (service, metric); float32",
         "scale": core.obs_scale.astype(np.float32).tolist(),
         "high": core.obs_high.astype(np.float32).tolist(),

@@ -139,6 +139,10 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
 )
 
+FRESHNESS_PROMQL = 'timestamp(kube_deployment_spec_replicas{{namespace="{namespace}", deployment="{service}"}})'
+"""When the newest sample of a service was scraped (seconds since the epoch): an online controller
+holds when it is older than two scrape intervals (the exporter or the scrape has stopped)."""
+
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
 METRIC_INDEX: dict[str, int] = {name: i for i, name in enumerate(METRIC_NAMES)}
 NUM_METRICS: int = len(METRICS)

@@ -64,3 +64,40 @@ def test_observation_from_prometheus_equals_the_envs(graph_policy, prometheus_se
         assert decisions == 8 and moved > 0
     finally:
         loop.close()
+
+
+def test_it_holds_and_says_why(graph_policy, prometheus_server):
+    """No decision on a NaN, a service without series, stale samples or Prometheus down."""
+    import time
+
+    from digital_twin.microservices.metrics import METRIC_INDEX
+
+    loop = TwinLoop("shop")
+    try:
+        prometheus = prometheus_server([loop.exporter.address], SCRAPE_S)
+        reader = MetricReader(PrometheusClient(prometheus.url), graph_policy.metadata, "shop", WINDOW,
+                              max_age_s=2 * SCRAPE_S)
+        raw = loop.core.raw_obs[0].copy()
+        raw[3, METRIC_INDEX["request_rate"]] = 0.0  # error_rate = 0 / 0
+        loop.exporter.publish(raw)
+        loop.published_at = time.time()
+        at = loop.wait_for_window(prometheus)
+        hold, _ = reader.read(at)
+        assert isinstance(hold, Hold) and hold.reason == "metric_nan", hold
+        assert loop.core.service_names[3] in hold.detail
+
+        ghost = dict(graph_policy.metadata, observation=dict(graph_policy.metadata["observation"]))
+        ghost["observation"]["services"] = graph_policy.metadata["observation"]["services"] + ["ghost"]
+        hold, _ = MetricReader(reader.client, ghost, "shop", WINDOW, 2 * SCRAPE_S).read(at)
+        assert hold.reason == "metric_missing" and "ghost" in hold.detail
+
+        loop.exporter.stop()  # the exporter stops: its last samples age
+        time.sleep(3 * SCRAPE_S)
+        hold, _ = reader.read()
+        assert hold.reason == "metric_stale" and "s old" in hold.detail, hold
+
+        prometheus.stop()
+        hold, _ = reader.read()
+        assert hold.reason == "prometheus_unavailable" and "unreachable" in hold.detail
+    finally:
+        loop.exporter.server.server_close()

@@ -9,21 +9,9 @@ policy must decide the same on both.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 from controller.observation import ObservationBuilder
-from controller.policy import load_policy
 from controller.prometheus import Hold, MetricReader, PrometheusClient
 from tests.controller.twin_loop import SCRAPE_S, WINDOW, TwinLoop
-
-
-@pytest.fixture(scope="session")
-def graph_policy(tmp_path_factory):
-    from training.export import export_autoscaling
-
-    out = tmp_path_factory.mktemp("policy") / "policy.onnx"
-    export_autoscaling("models/autoscaling/ppo_graph", out)
-    return load_policy(out, problem="autoscaling")
 
 
 def test_observation_from_prometheus_equals_the_envs(graph_policy, prometheus_server):

@@ -14,3 +14,4 @@ def graph_policy(tmp_path_factory):
     out = tmp_path_factory.mktemp("policy") / "policy.onnx"
     export_autoscaling("models/autoscaling/ppo_graph", out)
     return load_policy(out, problem="autoscaling")
+from tests.controller.kube_server import kube_cluster  # noqa: F401, E402

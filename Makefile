@@ -34,7 +34,10 @@ run: install
 	$(PY) evaluate.py configs/vm_rescheduling/vmr2l_like_small.yaml --seeds 0 --run-name make_run \
 		--policies random greedy beam@1 cpsat@30 agent:$(QUICK_RUN) agent:$(SHIPPED_VM) "agent:$(SHIPPED_VM)?best_prefix=1"
 
+# The controller tests start real servers: scripts/test_servers.sh installs Prometheus and etcd and, on a
+# fresh machine only, builds kube-apiserver from Debian's source package (~12 min on 2 cores, cached).
 test: install
+	bash scripts/test_servers.sh
 	$(PY) -m pytest -q
 
 bench: install

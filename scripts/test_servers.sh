@@ -14,7 +14,8 @@ set -euo pipefail
 
 KUBE_VERSION=1.20.2
 CACHE="${CLUSTERGYM_SERVERS:-${XDG_CACHE_HOME:-$HOME/.cache}/clustergym/servers}"
-KUBE_BIN="$CACHE/kubernetes-$KUBE_VERSION/bin"
+# the suffix names the build recipe: a cached build from an older recipe is not reused
+KUBE_BIN="$CACHE/kubernetes-$KUBE_VERSION-reflect2/bin"
 PACKAGES=(prometheus etcd-server)
 BUILD_PACKAGES=(golang-go rsync)
 
@@ -81,6 +82,13 @@ if [ ! -x "$KUBE_BIN/kube-apiserver" ] || [ ! -x "$KUBE_BIN/kube-controller-mana
     tree="$work/src/kubernetes"
     grep -q "GitVersion.*v$KUBE_VERSION\|$KUBE_VERSION" "$tree/debian/changelog" \
         || { echo "the source package is not kubernetes $KUBE_VERSION" >&2; exit 1; }
+    # Go >= 1.18 changed reflect.mapiterinit: the reflect2 v1.0.1 vendored by Kubernetes 1.20 then
+    # crashes the API server (SIGSEGV in mapiterinit) whenever json-iterator encodes a map, i.e. on
+    # every custom-resource write. reflect2 v1.0.2 (same API) has the fix: Debian packages it as
+    # golang-github-modern-go-reflect2-dev; vendor it over v1.0.1.
+    reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+    [ -f "$reflect2/go_above_118.go" ] || apt_install golang-github-modern-go-reflect2-dev
+    rsync -a --delete "$reflect2/" "$tree/vendor/github.com/modern-go/reflect2/"
     echo "building kube-apiserver and kube-controller-manager $KUBE_VERSION (GOPATH mode, offline; ~10 min)" >&2
     mkdir -p "$tree/.go/src/k8s.io"
     ln -s ../../.. "$tree/.go/src/k8s.io/kubernetes"

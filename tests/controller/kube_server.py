@@ -4,9 +4,12 @@ etcd is Debian's ``etcd-server``; kube-apiserver and kube-controller-manager 1.2
 from Debian's ``kubernetes`` source package by ``scripts/test_servers.sh`` (which prints where).
 The API server serves TLS with a throwaway CA (``openssl``), authenticates static tokens, and
 authorises with RBAC, as a real cluster does; the controller-manager gives Deployments their
-ReplicaSets (there is no scheduler or kubelet: pods stay Pending). One control plane per test
-run (``kube_cluster``, session scope), stopped and deleted at the end. A missing binary is a
-failure naming the install script, not a skip.
+ReplicaSets (there is no scheduler or kubelet: pods stay Pending). KubeVirt's VMI and VMI
+migration CRDs (trimmed, vendored in ``controller/kubevirt/crds.yaml``) are registered and
+Established before the fixture returns. One control plane per test run (``kube_cluster``, session
+scope; ``tests/controller/conftest.py`` imports it, so test modules must not import it again, which
+would start a second one), stopped and deleted at the end. A missing binary is a failure naming
+the install script, not a skip.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.controller.prometheus_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+KUBEVIRT_CRDS = ROOT / "controller" / "kubevirt" / "crds.yaml"
 
 
 def server_paths() -> dict[str, str]:
@@ -62,6 +67,8 @@ class KubeCluster:
         ca_file: The CA that signed the serving certificate.
         admin_kubeconfig: A kubeconfig of the admin (group ``system:masters``).
         user_tokens: Static users without any role: ``{"controller": token, "other": token}``.
+        crds: The registered (Established) CRDs' names.
+        start_s: Seconds from the first process to the last CRD Established.
     """
 
     url: str
@@ -70,6 +77,8 @@ class KubeCluster:
     admin_token: str
     user_tokens: dict[str, str]
     processes: list[subprocess.Popen] = field(default_factory=list)
+    crds: list[str] = field(default_factory=list)
+    start_s: float = 0.0
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -97,7 +106,8 @@ class KubeCluster:
     def create_namespace(self, name: str) -> None:
         from kubernetes import client
 
-        client.CoreV1Api(self.api_client()).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        namespace = client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+        client.CoreV1Api(self.api_client()).create_namespace(namespace)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -127,8 +137,54 @@ def _wait(check, what: str, processes: list[subprocess.Popen], folder: Path, tim
     raise AssertionError(f"{what}: not within {timeout_s} s")
 
 
+def register_crds(cluster: KubeCluster, path: Path = KUBEVIRT_CRDS, timeout_s: float = 60.0) -> list[str]:
+    """Create the CRDs of ``path`` and wait until each is Established (its API is served)."""
+    from kubernetes import client
+
+    api = client.ApiextensionsV1Api(cluster.api_client())
+    names = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        api.create_custom_resource_definition(doc)
+        names.append(doc["metadata"]["name"])
+
+    def established() -> bool:
+        for name in names:
+            conditions = api.read_custom_resource_definition(name).status.conditions or []
+            if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                return False
+        return True
+
+    _wait(established, "KubeVirt CRDs Established", cluster.processes, cluster.folder, timeout_s)
+    _check_custom_resource_writes(cluster)
+    return names
+
+
+def _check_custom_resource_writes(cluster: KubeCluster) -> None:
+    """A dry-run write of a custom resource. kube-apiserver 1.20 built with Go >= 1.18 against the
+    reflect2 v1.0.1 it vendors dies (SIGSEGV in mapiterinit) on the first one: say so in one line."""
+    from kubernetes import client
+
+    body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": "probe"},
+            "spec": {"domain": {"devices": {}}}}
+    try:
+        client.CustomObjectsApi(cluster.api_client()).create_namespaced_custom_object(
+            "kubevirt.io", "v1", "default", "virtualmachineinstances", body, dry_run="All")
+    except Exception as err:  # noqa: BLE001 - the process' state decides the message
+        api = cluster.processes[1]
+        try:
+            api.wait(5)
+        except subprocess.TimeoutExpired:
+            raise err from None
+        log = (cluster.folder / "kube-apiserver.log").read_text()
+        cause = " (SIGSEGV in reflect2's mapiterinit: built with Go >= 1.18 against reflect2 v1.0.1)" \
+            if "mapiterinit" in log else ""
+        pytest.fail(f"kube-apiserver crashed on a custom-resource write{cause}: rebuild it with "
+                    f"scripts/test_servers.sh", pytrace=False)
+
+
 def start_kube_cluster() -> KubeCluster:
     paths = server_paths()
+    started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="clustergym-kube-"))
     make_certificates(folder)
     admin = secrets.token_hex(16)
@@ -138,7 +194,7 @@ def start_kube_cluster() -> KubeCluster:
     (folder / "tokens.csv").write_text("\n".join(rows) + "\n")
     cluster = KubeCluster("", folder / "ca.crt", folder, admin, users)
     try:
-        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        etcd_port, etcd_peer, api_port, manager_port = free_port(), free_port(), free_port(), free_port()
 
         def spawn(name: str, args: list[str]) -> subprocess.Popen:
             log = open(folder / f"{name}.log", "wb")
@@ -156,7 +212,8 @@ def start_kube_cluster() -> KubeCluster:
             f"--secure-port={api_port}", "--insecure-port=0", f"--tls-cert-file={folder / 'apiserver.crt'}",
             f"--tls-private-key-file={folder / 'apiserver.key'}", f"--client-ca-file={folder / 'ca.crt'}",
             f"--token-auth-file={folder / 'tokens.csv'}", "--authorization-mode=RBAC",
-            f"--service-account-key-file={folder / 'sa.pub'}", f"--service-account-signing-key-file={folder / 'sa.key'}",
+            f"--service-account-key-file={folder / 'sa.pub'}",
+            f"--service-account-signing-key-file={folder / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc", "--api-audiences=https://kubernetes.default.svc",
             "--service-cluster-ip-range=10.0.0.0/24", "--advertise-address=127.0.0.1", "--anonymous-auth=false",
             "--enable-priority-and-fairness=false"])
@@ -166,14 +223,39 @@ def start_kube_cluster() -> KubeCluster:
                                    timeout=2).text == "ok", "kube-apiserver ready", cluster.processes, folder)
         spawn("kube-controller-manager", [
             paths["kube-controller-manager"], f"--kubeconfig={cluster.kubeconfig_for(admin, 'manager')}",
-            "--controllers=deployment,replicaset,garbagecollector,namespace,serviceaccount",
+            "--controllers=deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token",
             "--leader-elect=false", f"--service-account-private-key-file={folder / 'sa.key'}",
             f"--root-ca-file={folder / 'ca.crt'}", "--use-service-account-credentials=false",
-            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--port=0"])
+            "--bind-address=127.0.0.1", f"--secure-port={manager_port}", "--port=0",
+            f"--tls-cert-file={folder / 'apiserver.crt'}", f"--tls-private-key-file={folder / 'apiserver.key'}",
+            f"--authentication-kubeconfig={cluster.kubeconfig_for(admin, 'manager')}",
+            f"--authorization-kubeconfig={cluster.kubeconfig_for(admin, 'manager')}"])
+        cluster.crds = register_crds(cluster)
+        # /healthz is open without credentials (--authorization-always-allow-paths); it serves the same
+        # 127.0.0.1 certificate as the API server.
+        _wait(lambda: requests.get(f"https://127.0.0.1:{manager_port}/healthz", verify=str(cluster.ca_file),
+                                   timeout=2).text == "ok",
+              "kube-controller-manager healthy", cluster.processes, folder)
+        cluster.start_s = time.monotonic() - started
         return cluster
     except BaseException:
         cluster.stop()
         raise
+
+
+def create_deployments(apps, namespace: str, replicas: dict[str, int]) -> None:
+    """Deployments ``name`` with ``count`` replicas (one container each; its pods stay Pending)."""
+    from kubernetes import client
+
+    for name, count in replicas.items():
+        labels = {"app": name}
+        apps.create_namespaced_deployment(namespace, client.V1Deployment(
+            metadata=client.V1ObjectMeta(name=name, labels=labels),
+            spec=client.V1DeploymentSpec(
+                replicas=int(count), selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels),
+                    spec=client.V1PodSpec(containers=[client.V1Container(name="app", image="registry.invalid/app")])))))
 
 
 @pytest.fixture(scope="session")

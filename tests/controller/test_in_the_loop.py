@@ -24,20 +24,9 @@ from controller.kube import PAUSE_ANNOTATION, DeploymentScaler
 from controller.observation import ObservationBuilder
 from controller.prometheus import MetricReader, PrometheusClient
 from controller.safety import SafetyRules
+from tests.controller.kube_server import create_deployments
 from tests.controller.prometheus_server import free_port
 from tests.controller.twin_loop import SCRAPE_S, WINDOW, TwinLoop
-
-
-def create_deployments(apps: client.AppsV1Api, namespace: str, replicas: dict[str, int]) -> None:
-    for name, count in replicas.items():
-        labels = {"app": name}
-        apps.create_namespaced_deployment(namespace, client.V1Deployment(
-            metadata=client.V1ObjectMeta(name=name, labels=labels),
-            spec=client.V1DeploymentSpec(
-                replicas=int(count), selector=client.V1LabelSelector(match_labels=labels),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(containers=[client.V1Container(name="app", image="registry.invalid/app")])))))
 
 
 def api_replicas(apps: client.AppsV1Api, namespace: str, services: list[str]) -> np.ndarray:

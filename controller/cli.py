@@ -2,6 +2,8 @@
 
     python -m controller autoscale --policy policy.onnx --prometheus http://prometheus:9090 \
         --namespace shop --dry-run
+    python -m controller reschedule --policy vm_policy.onnx --snapshot cluster.json --out plan.json
+    python -m controller reschedule --policy vm_policy.onnx --from-cluster --out plan.json [--apply]
     python -m controller export models/autoscaling/ppo_graph -o policy.onnx   (needs the training stack)
 
 A user mistake (a missing policy file, a bad URL or duration) is one ``error:`` line and exit
@@ -93,6 +95,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.0.0.0:9100; port 0: any free port)")
     a.add_argument("--periods", type=_positive(int), help="stop after this many periods (default: run until SIGTERM)")
     a.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    r = sub.add_parser("reschedule", help="plan VM live migrations with a VM policy; with --apply, run them on KubeVirt",
+                       description="Build the fleet from a VMR2L-schema snapshot file or from the cluster's Nodes and "
+                       "KubeVirt VMIs, plan migrations with the exported policy, and write the plan as JSON. Dry-run "
+                       "unless --apply, which creates kubevirt.io/v1 VirtualMachineInstanceMigrations in plan order "
+                       "(each after the migrations it depends on). How Nodes and VMIs map to the fleet: "
+                       "controller/vm/kubevirt.py.")
+    r.add_argument("--policy", required=True, help="the exported vm_policy.onnx (its .json beside it)")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--snapshot", help="a VMR2L-schema snapshot file (JSON) to plan on")
+    where.add_argument("--from-cluster", action="store_true", help="read Nodes and VMIs from the cluster")
+    r.add_argument("--namespace", action="append", help="with --from-cluster: VMIs of this namespace only "
+                   "(repeatable; default: all namespaces)")
+    r.add_argument("--node-selector", help="with --from-cluster: label selector of the Nodes that are hosts")
+    r.add_argument("--budget", type=_positive(int), help="most migrations (default: the budget the policy was "
+                   "trained with, or the snapshot file's maximum_migration where that is smaller)")
+    r.add_argument("--best-prefix", action=argparse.BooleanOptionalAction, default=True,
+                   help="plan to the budget and keep the prefix with the lowest fragment rate (evaluate.py's "
+                   "agent:PATH?best_prefix=1; default); --no-best-prefix lets the policy stop the plan")
+    r.add_argument("--out", default="plan.json", help="the plan file to write (default plan.json)")
+    r.add_argument("--apply", action="store_true", help="create the migrations (needs --from-cluster and the "
+                   "permissions of deploy/vm-migrations.yaml); default: dry-run, plan only")
+    r.add_argument("--migration-timeout", type=_positive(float), default=600.0, metavar="SECONDS",
+                   help="a migration not finished after this long counts as failed (default 600)")
+    r.add_argument("--parallel", type=_positive(int), default=5, help="most migrations in flight (default 5)")
+    r.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
+    r.add_argument("--context", help="kubeconfig context")
     e = sub.add_parser("export", help="export a trained model to ONNX (needs the training stack: torch)",
                        add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
@@ -108,7 +136,7 @@ def _address(text: str) -> tuple[str, int]:
 
 def run_autoscale(args: argparse.Namespace) -> int:
     from controller.autoscaler import Autoscaler, describe
-    from controller.kube import DeploymentScaler, load_api_client
+    from controller.kube import DeploymentScaler
     from controller.policy import PolicyError, load_policy
     from controller.prometheus import MetricReader, PrometheusClient
     from controller.safety import SafetyRules
@@ -123,10 +151,7 @@ def run_autoscale(args: argparse.Namespace) -> int:
     meta = policy.metadata
     period = args.period or float(meta["action"]["step_seconds"])
     args.period = period
-    try:
-        api = load_api_client(args.kubeconfig, args.context)
-    except Exception as err:  # the client's own config errors (missing file, no context)
-        raise UsageError(f"--kubeconfig: {str(err).splitlines()[0]}") from None
+    api = _api_client(args)
     telemetry = Telemetry(period)
     server = telemetry.serve(host, port)
     reader = MetricReader(PrometheusClient(args.prometheus), meta, args.namespace, args.window,
@@ -145,6 +170,80 @@ def run_autoscale(args: argparse.Namespace) -> int:
     log.info("stopped after %d periods", periods)
     server.shutdown()
     return 0
+
+
+def run_reschedule(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from controller.policy import PolicyError, load_policy
+    from controller.vm.planner import plan_migrations
+
+    if args.apply and not args.from_cluster:
+        raise UsageError("--apply needs --from-cluster: a plan is applied only to the cluster it was made from")
+    if not args.from_cluster and (args.namespace or args.node_selector):
+        raise UsageError("--namespace and --node-selector need --from-cluster")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    try:
+        policy = load_policy(args.policy, problem="vm_rescheduling")
+    except PolicyError as err:
+        raise UsageError(f"--policy: {err}") from None
+    api = None
+    if args.from_cluster:
+        from controller.vm.kubevirt import ClusterReadError, fleet_from_cluster
+
+        api = _api_client(args)
+        try:
+            fleet = fleet_from_cluster(api, args.namespace, args.node_selector)
+        except ClusterReadError as err:
+            raise UsageError(f"--from-cluster: {err}") from None
+        source = "cluster" + (f" (namespaces {', '.join(args.namespace)})" if args.namespace else "")
+    else:
+        from controller.vm.snapshot_file import load_fleet
+
+        try:
+            fleet = load_fleet(args.snapshot)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--snapshot: {str(err).splitlines()[0]}") from None
+        source = str(args.snapshot)
+    budget = args.budget or min(policy.metadata.get("budget") or 50, fleet.budget or 10**9)
+    plan = plan_migrations(fleet, policy, budget, best_prefix=args.best_prefix, source=source)
+    document = plan.to_json()
+    print(f"{source}: {len(fleet.host_ids)} hosts, {len(fleet.vm_ids)} VMs; {len(plan.migrations)} migrations "
+          f"(budget {budget}), fragment rate {plan.fragment_rate_before:.4f} -> {plan.fragment_rate_after:.4f}; "
+          f"planned in {plan.planning_seconds:.2f} s")
+    status = 0
+    if args.apply and plan.migrations:
+        from controller.vm.kubevirt import MigrationRunner, check_permissions
+
+        refused = check_permissions(api, [m.vm.split("/", 1)[0] for m in plan.migrations])
+        if refused:
+            out.write_text(json.dumps(document, indent=1) + "\n")
+            raise UsageError(f"--apply: {refused}; the plan is in {out}")
+        runner = MigrationRunner(api, plan_id=f"clustergym-{int(time.time())}", timeout_s=args.migration_timeout,
+                                 parallel=args.parallel)
+        results = runner.apply(plan)
+        document["applied"] = [vars(r) for r in results]
+        counts = {k: sum(r.outcome == k for r in results) for k in dict.fromkeys(r.outcome for r in results)}
+        print("applied: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        status = 0 if counts.get("succeeded", 0) == len(results) else 1
+    elif not args.apply:
+        print("dry-run: nothing was changed (--apply creates the migrations)")
+    out.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"plan: {out}")
+    return status
+
+
+def _api_client(args: argparse.Namespace):
+    from controller.kube import load_api_client
+
+    try:
+        return load_api_client(args.kubeconfig, args.context)
+    except Exception as err:  # the client's own config errors (missing file, no context)
+        raise UsageError(f"--kubeconfig: {str(err).splitlines()[0]}") from None
 
 
 def run_export(rest: list[str]) -> int:
@@ -166,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             return USAGE_ERROR
     args = build_parser().parse_args(argv)
     try:
-        return run_autoscale(args)
+        return run_reschedule(args) if args.command == "reschedule" else run_autoscale(args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR

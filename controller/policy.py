@@ -73,7 +73,7 @@ def load_policy(path: str | Path, problem: str | None = None, threads: int = 1) 
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise PolicyError(f"{meta_file}: not a clustergym policy file (format {FORMAT!r} expected)")
     if problem is not None and metadata.get("problem") != problem:
-        raise PolicyError(f"{meta_file}: a {metadata.get('problem')} policy; this command needs a {problem} one")
+        raise PolicyError(f"{meta_file}: the policy is for {metadata.get('problem')}; this command needs one for {problem}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -168,7 +168,7 @@ def _io_spec(path: Path) -> dict[str, Any]:
     import onnx
 
     model = onnx.load(str(path))
-    names = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 11: "float64"}
+    names = {1: "float32", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 11: "float64"}
 
     def describe(values):
         out = []

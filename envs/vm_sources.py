@@ -266,7 +266,51 @@ class VMR2LLikeSource:
         return hosts, hosts * per_host
 
 
-SOURCE_KINDS: dict[str, type] = {"files": FileSource, "azure": AzureReplaySource, "vmr2l_like": VMR2LLikeSource}
+@dataclass
+class ProductionLikeSource:
+    """Snapshots shaped like issue #12's production file, with anti-affinity deployment sets.
+
+    Each call is :func:`digital_twin.vm.deployment_sets.production_like_snapshot` with a seed from
+    the env's generator: two clusters of ``hosts`` hosts (2 x 44-vCPU hosts, the ``clear_big2``
+    VM shapes, Azure V1 churn of trace ``split``), 150 host-level and 15 rack-level sets per
+    cluster that the starting placement satisfies, and ``maximum_migration`` as the file's budget.
+    Generating one takes a few seconds (the trace replay). Its identity is the trace split.
+    """
+
+    split: str = "test"
+    hosts: tuple[int, int] = (254, 1010)
+    maximum_migration: int | None = 10
+
+    def __post_init__(self) -> None:
+        if self.split not in ("dev", "test"):
+            raise ValueError(f"ProductionLikeSource split must be 'dev' or 'test', got {self.split!r}")
+        self.hosts = tuple(int(x) for x in self.hosts)  # type: ignore[assignment]
+        if min(self.hosts) < 1:
+            raise ValueError(f"hosts must be at least 1 per cluster, got {list(self.hosts)}")
+        if self.maximum_migration is not None and self.maximum_migration < 1:
+            raise ValueError(f"maximum_migration must be at least 1 or null, got {self.maximum_migration}")
+
+    def __call__(self, rng: np.random.Generator) -> Snapshot:
+        from digital_twin.vm.deployment_sets import production_like_snapshot
+
+        return production_like_snapshot(int(rng.integers(2**31 - 1)), hosts=self.hosts, split=self.split,
+                                        maximum_migration=self.maximum_migration)
+
+    def identity(self) -> set[str]:
+        return {f"azure_v1:{self.split}"}
+
+    def restart(self) -> None:
+        pass  # nothing buffered: each call depends only on the generator
+
+    def max_size(self) -> tuple[int, int]:
+        types = MIXES["clear_big2"].vm_types
+        per_host = _vms_per_host_bound(HostSpec(), min(t.request_cpu for t in types),
+                                       min(t.request_mem_mb for t in types))
+        return sum(self.hosts), sum(self.hosts) * per_host
+
+
+SOURCE_KINDS: dict[str, type] = {"files": FileSource, "azure": AzureReplaySource, "vmr2l_like": VMR2LLikeSource,
+                                 "production_like": ProductionLikeSource}
 """``kind:`` of a source mapping -> its class; the mapping's other keys are the class's fields."""
 
 

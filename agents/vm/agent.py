@@ -137,6 +137,7 @@ class AgentPlanner:
         except (KeyError, TypeError, IndexError):
             raise ValueError(f"{self.path}: not a VMRescheduling-v0 model (observation space {space})") from None
         self.metadata = self._read_metadata()
+        self.decoder = self._decoder()  # built once: its kernels load here, not inside a plan's time
         if name is None:
             label = self.path.stem if self.path.name != MODEL_FILE else \
                 "/".join(self.path.resolve().parent.parts[-2:]) or "model"
@@ -182,7 +183,7 @@ class AgentPlanner:
         else:
             max_hosts, max_vms = self.max_hosts, self.max_vms
         env = VMReschedulingEnv(max_hosts=max_hosts, max_vms=max_vms, budget=budget)
-        decoder = self._decoder()
+        decoder = self.decoder
         # Host action range of each VM's cluster, for the destination quantile.
         host_offset = np.cumsum([0] + [c.num_hosts for c in snapshot.clusters])
         vm_cluster = np.repeat(np.arange(len(snapshot.clusters)), [c.num_vms for c in snapshot.clusters])

@@ -39,19 +39,12 @@ seconds once per machine and version, well under a second per process after that
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from numba import njit
 
-if not os.environ.get("NUMBA_CACHE_DIR"):
-    # Not next to this file: an installed package may be read-only, and a checkout stays clean.
-    # numba picks the folder when each @njit(cache=True) below runs, so setting it here is enough.
-    numba.config.CACHE_DIR = os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "clustergym", "numba")
-
+import digital_twin.numba_cache  # noqa: F401  (the cache folder, before the @njit below)
 from digital_twin.microservices.metrics import METRIC_INDEX
 
 # Pod phases (int8), as in dynamics. LOST = on a node that went down, not yet evicted.

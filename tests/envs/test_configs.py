@@ -233,3 +233,15 @@ def test_every_shipped_config_resets_on_every_split(config):
             assert env.num_hosts <= env.max_hosts and env.num_vms <= env.max_vms
             assert obs["vm_mask"].sum() == env.num_vms and 0.0 <= info["fragment_rate"] <= 1.0
     assert len(spaces) == 1, "the splits of one config must share one observation space"
+
+
+def test_production_like_source_has_sets_and_plays_the_files_budget():
+    env = make_vm_env("configs/vm_rescheduling/production_like_sets.yaml", split="eval")
+    _, info = env.reset(seed=0)
+    assert info["budget"] == 10 and info["budget_source"] == "snapshot"
+    clusters = env.snapshot.clusters
+    assert [c.num_hosts for c in clusters] == [254, 1010]
+    assert [len(c.deployment_sets) for c in clusters] == [165, 165]
+    assert {d.granularity for c in clusters for d in c.deployment_sets} == {"host", "rack"}
+    with pytest.raises(ConfigError, match="hosts"):
+        make_source({"kind": "production_like", "hosts": [0, 10]})

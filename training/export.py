@@ -273,14 +273,19 @@ def export_autoscaling(model_path: str | Path, out: str | Path, opset: int = OPS
                      "entry": core.service_names[core.topology.entry_index]},
         "layout": meta.get("layout"),
         "agent_names": meta.get("agent_names"),
-        "provenance": {"model": str(path), "algorithm": meta.get("algorithm"), "policy": meta.get("policy"),
-                       "trained_timesteps": meta.get("num_timesteps"), "env_config_path": meta.get("env_config_path"),
-                       "code_commit": meta.get("git_commit") or _shipped_commit(path), "exported_by_commit": git_commit(),
-                       "exported_with": library_versions() | _onnx_versions(),
-                       "export_seconds": round(time.perf_counter() - started, 2)},
+        "provenance": provenance(meta, path, started),
     }
     out.with_suffix(".json").write_text(json.dumps(metadata, indent=1) + "\n")
     return metadata
+
+
+def provenance(meta: dict[str, Any], path: Path, started: float) -> dict[str, Any]:
+    """Where an exported policy comes from: the model, its training run, the code and versions."""
+    return {"model": str(path), "algorithm": meta.get("algorithm"), "policy": meta.get("policy"),
+            "trained_timesteps": meta.get("num_timesteps"), "env_config_path": meta.get("env_config_path"),
+            "code_commit": meta.get("git_commit") or _shipped_commit(path), "exported_by_commit": git_commit(),
+            "exported_with": library_versions() | _onnx_versions(),
+            "export_seconds": round(time.perf_counter() - started, 2)}
 
 
 def _shipped_commit(path: Path) -> str | None:

@@ -50,8 +50,7 @@ import torch
 from torch import nn
 
 from agents.model_files import MODEL_FILES, resolve_model_path
-from training.export import FORMAT, MASKED_LOGIT, OPSET, _io_spec, _onnx_versions, _shipped_commit
-from training.runs import git_commit, library_versions
+from training.export import FORMAT, MASKED_LOGIT, OPSET, _io_spec, provenance
 
 INPUTS = ("vm_features", "host_features", "vm_host", "vm_mask", "host_mask", "selected_vm", "globals", "action_mask")
 VM_ENV_ID = "clustergym/VMRescheduling-v0"
@@ -203,7 +202,7 @@ def observation_spec() -> dict[str, Any]:
     }
 
 
-def action_spec(num_vms: str = "V", num_hosts: str = "H") -> dict[str, Any]:
+def action_spec() -> dict[str, Any]:
     return {
         "n": "max(V, 2 * H) + 1",
         "phase_0": "action v < V migrates VM v next; action n - 1 stops the plan",
@@ -241,11 +240,7 @@ def export_vm_model(model_path: str | Path, out: str | Path, opset: int = OPSET)
         "observation": observation_spec(),
         "action": action_spec(),
         "budget": env.get("budget"),
-        "provenance": {"model": str(path), "algorithm": meta.get("algorithm"), "policy": meta.get("policy"),
-                       "trained_timesteps": meta.get("num_timesteps"), "env_config_path": meta.get("env_config_path"),
-                       "code_commit": meta.get("git_commit") or _shipped_commit(path), "exported_by_commit": git_commit(),
-                       "exported_with": library_versions() | _onnx_versions(),
-                       "export_seconds": round(time.perf_counter() - started, 2)},
+        "provenance": provenance(meta, path, started),
     }
     out.with_suffix(".json").write_text(json.dumps(metadata, indent=1) + "\n")
     return metadata

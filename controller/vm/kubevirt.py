@@ -359,6 +359,10 @@ class MigrationRunner:
             result.outcome, result.detail = "error", f"create refused: HTTP {err.status} {err.reason}"
             self.log(f"migration {move.index} ({move.vm} -> {move.to_host}): {result.detail}")
             return
+        except Exception as err:  # noqa: BLE001 -- timeouts, connection errors: reported, the rest goes on
+            result.outcome, result.detail = "error", f"create failed: {type(err).__name__}: {str(err)[:200]}"
+            self.log(f"migration {move.index} ({move.vm} -> {move.to_host}): {result.detail}")
+            return
         result.outcome, result.name = "running", created["metadata"]["name"]
         self.log(f"migration {move.index}: {move.vm} {move.from_host} -> {move.to_host} ({result.name})")
 

@@ -123,3 +123,25 @@ def test_an_autoscaling_policy_is_refused(graph_policy, tmp_path):
                            "--snapshot", str(SNAPSHOT)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "the policy is for autoscaling; this command needs one for vm_rescheduling" in done.stderr
+
+
+def test_apply_reports_an_unreachable_api_server_and_goes_on(vm_policy):
+    import dataclasses
+
+    from kubernetes import client
+
+    from controller.vm.kubevirt import MigrationRunner
+    from tests.controller.prometheus_server import free_port
+
+    fleet = load_fleet(SNAPSHOT)
+    fleet = dataclasses.replace(fleet, vm_ids=[f"vms/{v.replace('_', '-')}" for v in fleet.vm_ids])
+    plan = plan_migrations(fleet, vm_policy, budget=4)
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    configuration.retries = 0
+    lines: list[str] = []
+    results = MigrationRunner(client.ApiClient(configuration), "test", poll_s=0.01, log=lines.append).apply(plan)
+    assert len(results) == len(plan.migrations) == 4
+    for result, move in zip(results, plan.migrations):
+        assert result.outcome == ("skipped" if move.after else "error"), (result, move)
+    assert any("create failed" in line for line in lines)

@@ -315,8 +315,9 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
 
         The VM features depend only on static arrays, the scales and the placement (which NUMA
         node holds which part), so both variants are computed once per template and scales.
-        ``last block`` is ``(placement, rows)`` of the last full rebuild: an episode that starts
-        from the template's placement (every episode of a file or fixed source) copies it whole.
+        ``last block`` is ``(placement, VM rows, free vCPU, free memory, host rows)`` of the last
+        full rebuild: an episode that starts from the template's placement (every episode of a file
+        or fixed source) copies its rows whole.
         """
         by_scale = self._static(cluster)[3]
         scales = (self._cpu_scale, self._mem_scale)
@@ -399,6 +400,9 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             variants = self._rows[c]
             canonical, swapped, last = variants
             rows = vm_features[v0: v0 + cluster.num_vms]
+            hosts = host_features[h0: h0 + cluster.num_hosts]
+            np.add(cluster.vm_host, h0, out=vm_host[v0: v0 + cluster.num_vms])
+            free_cpu, free_mem = cluster.free_cpu, cluster.free_mem
             if last is not None and np.array_equal(last[0], cluster.vm_placement):
                 rows[:] = last[1]
             else:
@@ -406,15 +410,16 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
                 swap = np.flatnonzero(cluster.vm_placement == 1)
                 if swap.size:
                     rows[swap] = swapped[swap]
-                if self.incremental_obs:  # (rebuilding every step, there is no episode start to keep)
-                    variants[2] = (cluster.vm_placement.copy(), rows.copy())
-            np.add(cluster.vm_host, h0, out=vm_host[v0: v0 + cluster.num_vms])
-            hosts = host_features[h0: h0 + cluster.num_hosts]
-            free_cpu = cluster.free_cpu
+                last = None
+            if last is not None and np.array_equal(last[2], free_cpu) and np.array_equal(last[3], free_mem):
+                hosts[:] = last[4]
+                continue
             hosts[:, 0:2] = free_cpu / cs  # float64, then stored as float32 (as the incremental update does)
-            hosts[:, 2:4] = cluster.free_mem / ms
+            hosts[:, 2:4] = free_mem / ms
             hosts[:, 4:6] = (free_cpu & 15) / 16.0  # = free_cpu % 16 for int64, several times faster
             hosts[:, 6] = cluster.host_active
+            if self.incremental_obs:  # (rebuilding every step, there is no episode start to keep)
+                variants[2] = (cluster.vm_placement.copy(), rows.copy(), free_cpu.copy(), free_mem.copy(), hosts.copy())
         vm_features[self.num_vms:] = 0.0
         host_features[self.num_hosts:] = 0.0
         vm_host[self.num_vms:] = 0

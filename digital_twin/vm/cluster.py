@@ -27,6 +27,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from digital_twin.vm.cluster_kernels import (destinations_mask, movable_by_shape, movable_single_sets,
+                                             refresh_shape_hosts)
 from digital_twin.vm.metrics import FRAGMENT_SIZES, fragment_rate, free_from_placements, type_fit_counts
 
 assert FRAGMENT_SIZES == (8, 16, 32), "Cluster._move unrolls the fragment sizes"
@@ -73,6 +75,14 @@ class Migration(NamedTuple):
 
 
 _new_tuple = tuple.__new__
+_NO_COUNTS = np.zeros((0, 0), dtype=np.int64)  # stands in for the set counts of a cluster that has none built
+_NO_SETS = (np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))  # the memberships of a VM in no set
+
+
+def _membership_arrays(memb: dict[int, tuple[tuple[bool, int], ...]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each VM's deployment sets as the compiled masks take them: (rack granularity? (m,), index in its group (m,))."""
+    return {v: (np.array([r for r, _ in keys], dtype=bool), np.array([s for _, s in keys], dtype=np.int64))
+            for v, keys in memb.items()}
 
 
 def _flat_view(array: np.ndarray) -> memoryview:
@@ -242,6 +252,7 @@ class Cluster:
                 memb.setdefault(m, []).append(key)
         self._set_members = groups
         self._vm_memb: dict[int, tuple[tuple[bool, int], ...]] = {v: tuple(k) for v, k in memb.items()}
+        self._vm_memb_arrays = _membership_arrays(self._vm_memb)
         self._has_sets = bool(memb)
         # Memberships (VM, set) in VM order, a VM's sets contiguous: the vectorised masks reduce over
         # them per VM (np.*.reduceat from _p_start).
@@ -297,7 +308,6 @@ class Cluster:
         if self._nbf is None:
             self._nbf_h = self._nbf_r = None
         else:
-            self._rack_fit_flat, self._nbf_flat = _flat_view(self._rack_fit), _flat_view(self._nbf)
             self._nbf_h, self._nbf_r = self._nbf[: self._num_host_sets], self._nbf[self._num_host_sets:]
 
     def _build_set_fit(self) -> None:
@@ -329,8 +339,7 @@ class Cluster:
         self._shape_cpu = shapes[:, 1:3].astype(np.int64)
         self._shape_mem = shapes[:, 3:5]
         self._split_shapes = np.flatnonzero(self._shape_span == 2)
-        self._shape_t = [(int(c[0]), int(c[1]), float(m[0]), float(m[1]), bool(sp == 2))
-                         for c, m, sp in zip(self._shape_cpu, self._shape_mem, self._shape_span)]
+        self._shape_split = self._shape_span == 2
         self._vm_shape_row = self.vm_shape * len(self.host_ids)  # row offset into a flat (K*H,) array
         self._all_allowed = bool(self.vm_allow_migration.all())
 
@@ -350,27 +359,11 @@ class Cluster:
         """
         if not self.vm_allow_migration[vm]:
             return np.zeros((self.num_hosts, 2), dtype=bool)
-        cpu = self.vm_cpu[vm]
-        mem = self.vm_mem[vm]
-        free_cpu, free_mem = self.free_cpu, self.free_mem
-        if self.vm_span[vm] == 1:
-            mask = (free_cpu >= cpu[0]) & (free_mem >= mem[0])
-        else:
-            mask = np.zeros((self.num_hosts, 2), dtype=bool)
-            mask[:, 0] = (
-                (free_cpu[:, 0] >= cpu[0]) & (free_cpu[:, 1] >= cpu[1])
-                & (free_mem[:, 0] >= mem[0]) & (free_mem[:, 1] >= mem[1])
-            )
-        mask[self.vm_host[vm]] = False
-        if self._has_inactive:
-            mask[~self.host_active] = False
-        memb = self._vm_memb.get(vm)
-        if memb is not None:
-            for rack, s in memb:
-                if rack:
-                    mask[self._rack_blocked(vm, s)[self._rack_code]] = False
-                else:  # the VM's own host is among them, and no destination anyway
-                    mask[self.vm_host[self._set_members[0][s]]] = False
+        mask = np.empty((self._num_hosts, 2), dtype=bool)
+        rack, sets = self._vm_memb_arrays.get(vm, _NO_SETS)
+        destinations_mask(mask, self.free_cpu, self.free_mem, self.host_active, self.vm_cpu[vm], self.vm_mem[vm],
+                          self._vm_span_l[vm] == 2, self.vm_host.item(vm), rack, sets, self._rack_code,
+                          self._occ_h, self._occ_r)
         return mask
 
     def _anti_affinity_blocked(self, vm: int) -> np.ndarray:
@@ -458,8 +451,6 @@ class Cluster:
             self._shape_any = self._shape_fit.any(axis=2)
             self._shape_count = self._shape_any.sum(axis=1)
             self._shape_dirty.clear()
-            self._shape_fit_flat = _flat_view(self._shape_fit)
-            self._shape_any_flat = _flat_view(self._shape_any)
             if self._has_sets:
                 self._build_set_fit()
         elif self._shape_dirty:
@@ -468,83 +459,30 @@ class Cluster:
         return self._shape_fit
 
     def _refresh_shape_hosts(self, hosts: set[int]) -> None:
-        """Re-evaluate every shape on a few hosts (a migration touches two).
-
-        Scalar comparisons: for K shapes x 2 hosts this beats ten numpy calls on tiny arrays.
-        """
-        free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
-        fit, any_fit, count = self._shape_fit_flat, self._shape_any_flat, self._shape_count
-        num_hosts = self._num_hosts
+        """Re-evaluate every shape on a few hosts (a migration touches two), and the set counts that follow."""
         track = self._nbf is not None  # the per-set fit counts follow every change of "shape fits host"
-        for h in hosts:
-            c0, c1, m0, m1 = free_cpu[2 * h], free_cpu[2 * h + 1], free_mem[2 * h], free_mem[2 * h + 1]
-            active = self._active_l[h]
-            changed: list[int] = []
-            delta: list[int] = []
-            for k, (need_c0, need_c1, need_m0, need_m1, split) in enumerate(self._shape_t):
-                if not active:
-                    a0 = a1 = False
-                elif split:
-                    a0, a1 = c0 >= need_c0 and c1 >= need_c1 and m0 >= need_m0 and m1 >= need_m1, False
-                else:
-                    a0, a1 = c0 >= need_c0 and m0 >= need_m0, c1 >= need_c0 and m1 >= need_m0
-                cell = k * num_hosts + h
-                fit[2 * cell], fit[2 * cell + 1] = a0, a1
-                now = a0 or a1
-                if now != any_fit[cell]:
-                    any_fit[cell] = now
-                    count[k] += 1 if now else -1
-                    if track:
-                        changed.append(k)
-                        delta.append(1 if now else -1)
-            if changed:
-                self._set_fit_changed(h, changed, delta)
-
-    def _set_fit_changed(self, host: int, shapes: list[int], delta: list[int]) -> None:
-        """Host ``host`` started (+1) or stopped (-1) fitting some shapes: update the counts of the sets there."""
-        # Scalar updates: a few shapes x the few sets on one host beat numpy's fancy-index overhead.
-        r, num_racks, num_shapes = self._rack_code_l[host], self._num_racks, self._num_shapes
-        changes = list(zip(shapes, delta))
-        rack_fit, counts = self._rack_fit_flat, self._nbf_flat
-        for k, d in changes:
-            rack_fit[k * num_racks + r] += d
-        for occ_row, first in ((self._occ_h[host], 0), (self._occ_r[r], self._num_host_sets)):
-            for s in occ_row.nonzero()[0].tolist():
-                base = (first + s) * num_shapes
-                for k, d in changes:
-                    counts[base + k] += d
+        none = _NO_COUNTS  # (the kernel's arguments need arrays even when there are no set counts)
+        refresh_shape_hosts(np.fromiter(hosts, np.int64, len(hosts)), self.free_cpu, self.free_mem, self.host_active,
+                            self._shape_cpu, self._shape_mem, self._shape_split, self._shape_fit, self._shape_any,
+                            self._shape_count, track, self._rack_code, self._rack_fit if track else none,
+                            self._occ_h, self._occ_r, self._nbf if track else none)
 
     def movable_vms(self) -> np.ndarray:
         """(V,) bool: which VMs have at least one feasible destination now."""
         self._shape_masks()
         # A VM is movable if its shape fits some host other than its own.
-        own = self._shape_any.reshape(-1).take(self._vm_shape_row + self.vm_host)
-        movable = self._shape_count.take(self.vm_shape) > own
-        if not self._all_allowed:
-            movable &= self.vm_allow_migration
-        if self._has_sets:
-            # Sets only take hosts away: the shape answer is an upper bound for their members.
-            if self._multi:
-                movable[self._set_vms] &= self._set_vms_movable()
-            else:
-                movable &= self._set_verdicts()
+        movable = np.empty(self._num_vms, dtype=bool)
+        if self._has_sets and not self._multi:
+            movable_single_sets(movable, self.vm_shape, self.vm_host, self.vm_allow_migration, self._all_allowed,
+                                self._shape_any, self._shape_count, self._vm_set_cell, self._num_host_sets * self._num_shapes,
+                                self._nbf, self._rp_vm, self._rp_set, self._rp_kh, self._rp_kr, self._rack_code,
+                                self._rack_fit, self._occ_r, self._rack_crowded > 0)
+            return movable
+        movable_by_shape(self.vm_shape, self.vm_host, self.vm_allow_migration, self._all_allowed,
+                         self._shape_any, self._shape_count, movable)
+        if self._has_sets:  # some VM is in two sets or more: bounds, then a host-by-host look where unsure
+            movable[self._set_vms] &= self._set_vms_movable()
         return movable
-
-    def _set_verdicts(self) -> np.ndarray:
-        """(V,) bool when no VM is in two sets: no set of the VM closes every host that fits it.
-
-        The per-membership count of :meth:`_set_vms_movable`, read per (set, shape).
-        """
-        size = self._nbf.size
-        table = np.empty(size + 1, dtype=bool)
-        np.greater(self._shape_count[None, :], self._nbf, out=table[:size].reshape(self._nbf.shape))
-        table[size] = True
-        verdict = table.take(self._vm_set_cell)
-        # A rack-set member also has the other hosts of its own rack when alone there: only a
-        # lower bound's "no" needs that second look.
-        if len(self._rp) and not table.take(self._rp_sk).all():
-            verdict[self._rp_vm] = self._rack_avail() > 0
-        return verdict
 
     def _rack_avail(self) -> np.ndarray:
         """Per rack-set membership: fitting hosts open to the VM as far as that set is concerned.
@@ -847,14 +785,11 @@ class Cluster:
         if self._shape_fit is not None:
             new._shape_fit, new._shape_any = self._shape_fit.copy(), self._shape_any.copy()
             new._shape_count = self._shape_count.copy()
-            new._shape_fit_flat = _flat_view(new._shape_fit)
-            new._shape_any_flat = _flat_view(new._shape_any)
         return new
 
     # Pickling (training checkpoints hold envs mid-episode): memoryviews don't pickle, and views
     # of _nbf would unpickle as separate copies, so they are dropped and rebuilt over the unpickled arrays.
-    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_shape_fit_flat", "_shape_any_flat",
-                   "_occ_h_flat", "_occ_r_flat", "_rack_fit_flat", "_nbf_flat", "_nbf_h", "_nbf_r")
+    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_occ_h_flat", "_occ_r_flat", "_nbf_h", "_nbf_r")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._FLAT_VIEWS}
@@ -866,11 +801,11 @@ class Cluster:
             self._build_sets()
             if self._shape_fit is not None and self._has_sets:
                 self._build_set_fit()
+        if "_shape_split" not in state:  # pickled before the masks were compiled
+            self._shape_split = self._shape_span == 2
+            self._vm_memb_arrays = _membership_arrays(self._vm_memb)
         self._set_flat_views()
         self._set_set_views()
-        if self._shape_fit is not None:
-            self._shape_fit_flat = _flat_view(self._shape_fit)
-            self._shape_any_flat = _flat_view(self._shape_any)
 
     def capacity_violations(self) -> list[tuple[int, int]]:
         """(host, node) pairs whose free CPU or memory is negative; empty for any reachable state."""

@@ -26,6 +26,8 @@ register(
     entry_point="envs.vm_rescheduling:make_vm_env",
 )
 
+register(id="clustergym/PodPacking-v0", entry_point="envs.pod_packing:PodPackingEnv")
+
 register(
     id="clustergym/MicroserviceAutoscaling-v0",
     entry_point="envs.microservice.single:MicroserviceAutoscalingEnv",

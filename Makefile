@@ -24,6 +24,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The [ray] extra (train.py --sweep, evaluate.py --ray) for the tests: a stamp of its own, so that
+# `make run` never installs it.
+RAY_STAMP := $(VENV)/.installed-ray
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
 # The users' loop on one page: train the quick VM agent, then evaluate it and the shipped policy
 # against the baselines on the two real VMR2L snapshots (table on stdout, plots in results/make_run/).
 QUICK_RUN := runs/make_run_quick
@@ -36,7 +43,7 @@ run: install
 
 # The controller tests start real servers: scripts/test_servers.sh installs Prometheus and etcd and, on a
 # fresh machine only, builds kube-apiserver from Debian's source package (~12 min on 2 cores, cached).
-test: install
+test: install $(RAY_STAMP)
 	bash scripts/test_servers.sh
 	$(PY) -m pytest -q
 

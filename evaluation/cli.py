@@ -40,6 +40,11 @@ SLO-violation minutes per scenario. ``--explain`` adds ``explain/`` (:mod:`evalu
 each agent's moves around every failure's onset, and a shallow decision tree distilled from each
 agent on the train split with its fidelity on the held-out states.
 
+Pod packing (``configs/pod_packing/*.yaml``, :mod:`evaluation.pods`): the "Priority Matters" table,
+CP-SAT's fallback against the Kubernetes default scheduler on generated scenarios where the default
+leaves pods Pending, at each of ``--time-limits`` (default: the config's windows); ``--episodes`` sets
+the number of scenarios, drawn from the ``--seeds`` in turn.
+
 User mistakes follow :mod:`digital_twin.cli`'s rule: one ``error:`` line naming the file or flag,
 what is wrong and what is allowed, exit status 2, the traceback only with ``--debug``. The config,
 the policies (a saved agent is loaded) and the output folder are all checked before any episode
@@ -73,12 +78,14 @@ DEFAULT_TIME_LIMIT_S = 60.0
 AGENT_PATH_TAKES = ("a model.zip written by train.py, or a run folder with best/ or last/ "
                     "(e.g. agent:runs/<run>, agent:models/vm_rescheduling/graph_bc)")
 """What ``agent:PATH`` takes, as the messages and ``--help`` say it."""
-CONFIG_FOLDERS = ("configs/vm_rescheduling", "configs/microservice_autoscaling")
+CONFIG_FOLDERS = ("configs/vm_rescheduling", "configs/microservice_autoscaling", "configs/pod_packing")
 CONFIGS_TAKEN = " or ".join(f"{folder}/*.yaml" for folder in CONFIG_FOLDERS)
 # Flags that mean something for one problem only: given for the other, they are refused, not ignored.
-VM_ONLY = ("budget", "time_limit", "time_limits")
+VM_ONLY = ("budget", "time_limit", "time_limits", "ray", "ray_address")
 AUTOSCALING_ONLY = ("scenarios", "window_index", "static_replicas", "hpa_target", "breach_limit_minutes",
                     "recovery_hold_minutes", "explain")
+# Pod packing (evaluation.pods) takes --seeds, --episodes and --time-limits (CP-SAT's windows); the rest is refused.
+POD_PACKING_REFUSED = tuple(n for n in VM_ONLY if n != "time_limits") + AUTOSCALING_ONLY + ("policies",)
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
@@ -96,7 +103,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
                     "write per-episode CSV, summary JSON with bootstrap 95% intervals, PNG plots, and a Markdown table.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("config", help="YAML config (configs/vm_rescheduling/*.yaml or configs/microservice_autoscaling/*.yaml)")
+    parser.add_argument("config", help="YAML config (configs/vm_rescheduling/*.yaml, configs/microservice_autoscaling/*.yaml "
+                                       "or configs/pod_packing/*.yaml)")
     parser.add_argument("--policies", nargs="+", default=None, metavar="POLICY",
                         help="methods to compare: baseline names (VM: random, ffd, greedy, beam, cpsat, cpsat_lns; "
                              "autoscaling: static, threshold, k8s_hpa, k8s_hpa_behavior, k8s_hpa_tuned, mpc, k8s_hpa@TARGET) or agent:PATH for a saved "
@@ -105,7 +113,9 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
                              f"autoscaling {' '.join(DEFAULT_AUTOSCALING_POLICIES)})")
     parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
     parser.add_argument("--episodes", type=positive_int, default=None,
-                        help="episodes per seed (default: VM, one per file of a file source, else 1; autoscaling 1)")
+                        help="episodes per seed (default: VM, one per file of a file source, else 1; autoscaling 1; "
+                             "pod packing, where it counts scenarios in all over the seeds, the config's "
+                             "pod_scenarios.count)")
     parser.add_argument("--budget", type=positive_int, default=None,
                         help="VM: migration budget MNL of every method (default: the config's env.budget, else "
                              "each snapshot's general_requirement.maximum_migration, else 50)")
@@ -113,7 +123,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
                         help="VM: seconds per plan for time-budgeted planners (beam, cpsat, cpsat_lns, "
                              f"agent:PATH?samples=K); NAME@SECONDS sets one method's own (default: {DEFAULT_TIME_LIMIT_S:g})")
     parser.add_argument("--time-limits", type=positive_float, nargs="+", default=None, metavar="SECONDS",
-                        help="VM: run every time-budgeted method (without @) at each of these limits: a quality-vs-time curve")
+                        help="VM: run every time-budgeted method (without @) at each of these limits: a quality-vs-time curve; "
+                             "pod packing: CP-SAT's windows (default: the config's cpsat.time_limits_s)")
     parser.add_argument("--scenarios", nargs="+", default=None,
                         help="autoscaling: scenario variants to run (default: all of the config's)")
     parser.add_argument("--window-index", type=non_negative_int, default=None,
@@ -133,6 +144,12 @@ def parse_args(argv: list[str] | None = None, prog: str = "evaluate.py",
                              "failure's onset; a depth-3 decision tree distilled from each agent on the train split, "
                              "its fidelity on the held-out states) into results/<run>/explain/; plays every scenario "
                              "once more on the train split")
+    parser.add_argument("--ray", action="store_true",
+                        help="VM: run the (policy, episode, seed) cells as Ray tasks, on a local Ray with this "
+                             "machine's cores or on --ray-address; the same rows as a local run, a failed cell "
+                             "retried (needs pip install 'clustergym[ray]')")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="with --ray: an existing Ray cluster (ray start --head prints its address; implies --ray)")
     parser.add_argument("--run-name", default=None, help="results/<run-name>/ (default: <config>__<time>)")
     parser.add_argument("--out-dir", default=str(default_out_dir), help="parent folder of run folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -192,6 +209,8 @@ def detect_problem(doc: dict[str, Any], where: str) -> str:
     if {"env_config", "algorithm", "ppo", "total_timesteps"} & set(doc):
         raise UsageError(f"{where}: a training config (train.py's); evaluate its env_config, and the trained "
                          "model with --policies agent:runs/<run>")
+    if "pod_scenarios" in doc:  # the pod-packing kind's own key (evaluation.pods checks the rest)
+        return "pods"
     shared = {"name", "description"}
     kinds = {"vm": set(VM_CONFIG_KEYS) - shared,
              "autoscaling": {f.name for f in dataclasses.fields(MicroserviceConfig)} - shared - {"source"}}
@@ -207,12 +226,19 @@ def detect_problem(doc: dict[str, Any], where: str) -> str:
                          f"config ({found['autoscaling']}); a config is one or the other")
     if (exact[best], close[best]) == (exact[other], close[other]):
         raise UsageError(f"{where}: neither a VM-rescheduling config (keys {', '.join(sorted(kinds['vm']))}) nor an "
-                         f"autoscaling config (keys {', '.join(sorted(kinds['autoscaling']))})")
+                         f"autoscaling config (keys {', '.join(sorted(kinds['autoscaling']))}) nor a pod-packing config "
+                         "(keys pod_scenarios, scheduler, cpsat)")
     return best
 
 
 def refuse_flags_of_the_other_problem(args: argparse.Namespace, problem: str, where: str) -> None:
     """A flag of the other problem would be ignored: refuse it, naming the kind of config given."""
+    if problem == "pods":
+        for name in POD_PACKING_REFUSED:
+            if getattr(args, name, None) not in (None, False):
+                raise UsageError(f"--{name.replace('_', '-')}: does not apply to pod-packing configs ({where} is one); "
+                                 "they take --seeds, --episodes and --time-limits (CP-SAT's windows)")
+        return
     foreign = AUTOSCALING_ONLY if problem == "vm" else VM_ONLY
     for name in foreign:
         if getattr(args, name) not in (None, False):  # False: a store_true flag not given
@@ -369,6 +395,10 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
     refuse_flags_of_the_other_problem(args, problem, args.config)
     run_name = args.run_name or f"{config_path.stem}__{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = check_writable_dir(Path(args.out_dir) / run_name, "--out-dir")  # created once there are results
+    if problem == "pods":
+        from evaluation.pods import evaluate_pods_command
+
+        return evaluate_pods_command(config_path, doc, args, run_dir, command)
 
     if problem == "vm":
         from envs.vm_sources import load_vm_config
@@ -378,9 +408,15 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
         config = load_vm_config(config_path)  # the one VM schema; checks train/held-out disjointness
         args.policies = expand_time_limits(args.policies or list(DEFAULT_VM_POLICIES), args.time_limits)
         planners, limits = vm_planners(args.policies)
+        run_cells = None
+        if args.ray or args.ray_address:
+            from evaluation.ray_cells import connect, run_cells_on_ray
+
+            connect(args.ray_address, "--ray")
+            run_cells = run_cells_on_ray
         rows, curves = evaluate_vm(config, planners, args.seeds, episodes=args.episodes, budget=args.budget,
                                    time_limit_s=args.time_limit or DEFAULT_TIME_LIMIT_S, time_limits=limits,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, run_cells=run_cells)
         metrics = VM_METRICS
         group_by = ["snapshot", "method"] if config["eval_source"].get("kind") == "files" else ["method"]
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from evaluation.metrics import add_best_share, best_known_fr, fr_curve
 
 if TYPE_CHECKING:
     from agents.vm.plan import Planner
+    from digital_twin.vm.snapshot import Snapshot
+
+CellRunner = Callable[[Callable[..., Any], Sequence[tuple], Callable[[Sequence[Any]], str]], Iterable[Any]]
+"""``run_cells(fn, cells, describe)``: ``fn(*cell)`` for every cell, in order (``describe(cell)`` names one in messages)."""
 
 
 def split_time_limit(method: str) -> tuple[str, float | None]:
@@ -40,9 +44,45 @@ def base_method(method: str) -> str:
     return split_time_limit(method)[0]
 
 
+def plan_cell(snapshot: Snapshot, name: str, spec: str, plan: Planner, budget: int, time_limit_s: float,
+              seed: int) -> tuple[dict[str, Any], list[float]]:
+    """One cell of the evaluation: ``plan`` on one episode's snapshot, replayed through the twin.
+
+    Returns:
+        ``(figures, curve)``: the row's plan figures (FR before and after, migrations, wall time,
+        statuses, bound) and the FR-vs-migrations curve.
+    """
+    result = plan(snapshot, budget, time_limit_s=time_limit_s, seed=seed)
+    if result.num_moves > budget:
+        raise AssertionError(f"{spec}: {result.num_moves} migrations on {name}, over the budget {budget}")
+    return {
+        "fr_before": result.fr_before, "fr_after": result.fr_after,
+        "migrations": result.num_moves, "moved_vms": result.stats.get("moved_vms", result.num_moves),
+        "wall_s": result.wall_s, "status": result.status,
+        # The solver's own verdicts (CP-SAT: OPTIMAL, FEASIBLE, UNKNOWN = nothing found in time)
+        # and, for CP-SAT, whose plan this is (its own, or its greedy fallback).
+        "solver_status": " ".join(result.stats.get("solver_statuses", [])),
+        "plan_source": result.stats.get("plan_source", ""),
+        "bound_fr": result.bound_fr if result.bound_fr is not None else float("nan"),
+    }, fr_curve(snapshot, result.moves, budget)
+
+
+def describe_cell(cell: Sequence[Any]) -> str:
+    """``"greedy on seed0-ep1 (seed 0)"``: a :func:`plan_cell` cell as messages name it."""
+    _, name, spec, _, _, _, seed = cell
+    return f"{spec} on {name} (seed {seed})"
+
+
+def run_locally(fn: Callable[..., Any], cells: Sequence[tuple], describe: Callable[[Sequence[Any]], str]) -> Iterator[Any]:  # noqa: ARG001
+    """The default :data:`CellRunner`: each cell in this process, one after the other, when asked for."""
+    for cell in cells:
+        yield fn(*cell)
+
+
 def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: Sequence[int],
                 episodes: int | None = None, budget: int | None = None, time_limit_s: float = 60.0,
                 progress: bool = True, time_limits: Mapping[str, float] | None = None,
+                run_cells: CellRunner | None = None,
                 ) -> tuple[list[dict], dict[str, list[list[float]]]]:
     """Run every planner on every held-out episode.
 
@@ -61,6 +101,9 @@ def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: 
         time_limit_s: seconds per plan for the time-budgeted planners.
         progress: show a progress bar on stderr.
         time_limits: per-method seconds per plan, overriding ``time_limit_s`` (``beam@0.5``).
+        run_cells: what runs the cells (one planner on one episode, :func:`plan_cell`), e.g.
+            :func:`evaluation.ray_cells.run_cells_on_ray`; default :func:`run_locally`, one after
+            the other in this process. Either way the rows are the same, in the same order.
 
     Returns:
         ``(rows, curves)``: one row per method and episode (the :data:`~evaluation.metrics.VM_METRICS`,
@@ -82,36 +125,32 @@ def evaluate_vm(config: dict[str, Any], planners: Mapping[str, Planner], seeds: 
     time_limits = dict(time_limits or {})
     rows: list[dict] = []
     curves: dict[str, list[list[float]]] = {spec: [] for spec in planners}
-    jobs = [(seed, ep) for seed in seeds for ep in range(episodes)]
-    bar = tqdm(total=len(jobs) * len(planners), desc="evaluating", disable=not progress, file=sys.stderr)
-    for seed, episode in jobs:
-        source.restart()
-        if files:
-            snapshot = source(np.random.default_rng([seed, episode]), files[episode % len(files)])
-        else:
-            snapshot = source(np.random.default_rng([seed, episode]))
-        name = Path(str(snapshot.source)).name if files else f"seed{seed}-ep{episode}"
-        # One budget for every planner of the episode (the config's env's too, unless --budget overrides it).
-        episode_budget, budget_source = resolve_budget(snapshot, override, override_source)
+    drawn = []  # (seed, episode, snapshot, name, budget, budget_source), all drawn before any cell runs
+    for seed in seeds:
+        for episode in range(episodes):
+            source.restart()
+            if files:
+                snapshot = source(np.random.default_rng([seed, episode]), files[episode % len(files)])
+            else:
+                snapshot = source(np.random.default_rng([seed, episode]))
+            name = Path(str(snapshot.source)).name if files else f"seed{seed}-ep{episode}"
+            # One budget for every planner of the episode (the config's env's too, unless --budget overrides it).
+            drawn.append((seed, episode, snapshot, name, *resolve_budget(snapshot, override, override_source)))
+    cells = [(snapshot, name, spec, plan, episode_budget, time_limits.get(spec, time_limit_s), seed)
+             for seed, _, snapshot, name, episode_budget, _ in drawn for spec, plan in planners.items()]
+    results = iter((run_cells or run_locally)(plan_cell, cells, describe_cell))
+    bar = tqdm(total=len(cells), desc="evaluating", disable=not progress, file=sys.stderr)
+    for seed, episode, snapshot, name, episode_budget, budget_source in drawn:
         episode_rows = []
-        for spec, plan in planners.items():
+        for spec in planners:
             bar.set_postfix_str(f"{name} seed {seed} {spec}")
-            result = plan(snapshot, episode_budget, time_limit_s=time_limits.get(spec, time_limit_s), seed=seed)
-            if result.num_moves > episode_budget:
-                raise AssertionError(f"{spec}: {result.num_moves} migrations on {name}, over the budget {episode_budget}")
-            curves[spec].append(fr_curve(snapshot, result.moves, episode_budget))
+            figures, curve = next(results)
+            curves[spec].append(curve)
             episode_rows.append({
                 "method": spec, "snapshot": name, "seed": seed, "episode": episode, "split": source.split,
                 "hosts": sum(c.num_hosts for c in snapshot.clusters), "vms": sum(c.num_vms for c in snapshot.clusters),
                 "budget": episode_budget, "budget_source": budget_source, "time_limit_s": time_limits.get(spec, time_limit_s),
-                "fr_before": result.fr_before, "fr_after": result.fr_after,
-                "migrations": result.num_moves, "moved_vms": result.stats.get("moved_vms", result.num_moves),
-                "wall_s": result.wall_s, "status": result.status,
-                # The solver's own verdicts (CP-SAT: OPTIMAL, FEASIBLE, UNKNOWN = nothing found in time)
-                # and, for CP-SAT, whose plan this is (its own, or its greedy fallback).
-                "solver_status": " ".join(result.stats.get("solver_statuses", [])),
-                "plan_source": result.stats.get("plan_source", ""),
-                "bound_fr": result.bound_fr if result.bound_fr is not None else float("nan"),
+                **figures,
             })
             bar.update()
         add_best_share(episode_rows, best_known_fr(snapshot, episode_budget))

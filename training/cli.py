@@ -19,6 +19,7 @@ from digital_twin.cli import USAGE_ERROR, ArgumentParser, HelpFormatter, UsageEr
     check_writable_dir, run_cli
 from training.config import ConfigError, list_train_configs, load_train_config
 from training.runs import CheckpointError, new_run_dir, python_command, read_run
+from training.sweep import is_sweep_dir
 
 __all__ = ["USAGE_ERROR", "main", "parse_args", "run"]
 
@@ -34,7 +35,11 @@ def _epilog() -> str:
               "python train.py ship RUN_DIR models/<problem>/<name> [--evaluation RESULTS_DIR]: copy a finished",
               "run's model into models/ with its config, training curve, evaluation and reproduce commands.",
               "python train.py export RUN_DIR_OR_MODEL -o policy.onnx: the deterministic actor as ONNX, with the",
-              "metadata (policy.json) the online controller (python -m controller) runs it with."]
+              "metadata (policy.json) the online controller (python -m controller) runs it with.",
+              "",
+              "python train.py CONFIG --sweep configs/sweeps/<sweep>.yaml [--ray-address ADDR]: a sweep on Ray Tune",
+              "(grid / random / optuna search, ASHA on the periodic held-out evaluation); results.csv, results.json and",
+              "hyperparameters.png in runs/<run-name>/; --resume runs/<run-name> continues an interrupted sweep."]
     return "\n".join(lines)
 
 
@@ -45,7 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", nargs="?", help="training config (configs/train/*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides of config values, e.g. ppo.learning_rate=1e-4 total_timesteps=4096")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint "
+                        "(or an interrupted sweep, given its folder)")
+    parser.add_argument("--sweep", metavar="SWEEP.yaml",
+                        help="run a hyperparameter sweep of CONFIG on Ray Tune (configs/sweeps/*.yaml): each trial a "
+                             "run folder in runs/<run-name>/trials/; needs pip install 'clustergym[ray]'")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="with --sweep (or --resume of a sweep): an existing Ray cluster (ray start --head prints "
+                             "its address; default: a local Ray with this machine's cores)")
     parser.add_argument("--run-name", help="runs/<run-name>/ (default: <config>__s<seed>__<time>)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
@@ -67,6 +79,10 @@ def _start_wandb(mode: str, run_dir: Path, config: dict, run_id: str, resume: bo
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) as the parsed command line says; returns the exit status."""
+    if args.sweep or (args.resume and is_sweep_dir(args.resume)):
+        return _sweep(args)
+    if args.ray_address:
+        raise ConfigError("--ray-address applies to --sweep (or --resume of a sweep folder) only")
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume takes the run folder only; its config.yaml is the config "
@@ -93,6 +109,20 @@ def run(args: argparse.Namespace) -> int:
             if created_parent and not any(parent.iterdir()):
                 parent.rmdir()
         raise
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """``--sweep SWEEP.yaml`` (training/sweep.py), or ``--resume`` of a sweep folder."""
+    from training.sweep import resume_sweep, run_sweep
+
+    if args.resume:
+        if args.config or args.overrides or args.sweep:
+            raise ConfigError("--resume of a sweep takes its folder only (no CONFIG, key=value or --sweep)")
+        return resume_sweep(args.resume, args.ray_address)
+    if not args.config:
+        raise ConfigError("--sweep needs the training config it sweeps, e.g. python train.py "
+                          "configs/train/vm_quick.yaml --sweep configs/sweeps/vm_quick_lr.yaml")
+    return run_sweep(args.config, args.overrides, args.sweep, args.runs_dir, args.run_name, args.ray_address)
 
 
 def _train(args: argparse.Namespace, config: dict, run_dir: Path, info: dict, resume: bool) -> int:

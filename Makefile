@@ -43,9 +43,11 @@ run: install
 
 # The controller tests start real servers: scripts/test_servers.sh installs Prometheus and etcd and, on a
 # fresh machine only, builds kube-apiserver from Debian's source package (~12 min on 2 cores, cached).
+# One pytest worker per core (pytest-xdist), a test module's tests on one worker so that its
+# module fixtures are built once.
 test: install $(RAY_STAMP)
 	bash scripts/test_servers.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 bench: install
 	$(PY) bench/vm_twin.py

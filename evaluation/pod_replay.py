@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from digital_twin.cli import ConfigError, did_you_mean
+from evaluation.pods import cpsat_settings
 
 REPLAY_KEYS = ("source", "trace_dir", "max_nodes", "max_pods")
 TIER_NAMES = {3: "LS", 2: "Guaranteed", 1: "Burstable", 0: "BE"}
@@ -80,14 +81,7 @@ def load_replay_config(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         out["default_scheduler"] = DefaultScheduler(strategy=sched.get("scoring_strategy", "LeastAllocated"))
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    limits = cp.get("time_limits_s", [1])
-    if not isinstance(limits, list) or not limits or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
-                                                              and t > 0 for t in limits):
-        raise ConfigError(f"{path}: cpsat.time_limits_s must be a list of seconds > 0, got {limits!r}")
-    out["time_limits_s"] = [float(t) for t in limits]
-    out["workers"] = cp.get("workers", 1)
-    if not isinstance(out["workers"], int) or isinstance(out["workers"], bool) or out["workers"] < 1:
-        raise ConfigError(f"{path}: cpsat.workers must be a whole number >= 1, got {out['workers']!r}")
+    out.update(cpsat_settings(path, cp, default_limits=[1]))
     return out
 
 

@@ -84,15 +84,20 @@ def load_pod_config(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         sc.setdefault(key, default)
         if not isinstance(sc[key], int) or isinstance(sc[key], bool) or sc[key] < 1:
             raise ConfigError(f"{path}: pod_scenarios.{key} must be a whole number >= 1, got {sc[key]!r}")
-    limits = cp.get("time_limits_s", [1, 10])
+    out.update(cpsat_settings(path, cp, default_limits=[1, 10]))
+    return out
+
+
+def cpsat_settings(path: Any, cp: dict[str, Any], default_limits: list[float]) -> dict[str, Any]:
+    """A config's ``cpsat`` section checked: ``{"time_limits_s": [...], "workers": n}``."""
+    limits = cp.get("time_limits_s", default_limits)
     if not isinstance(limits, list) or not limits or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
                                                               and t > 0 for t in limits):
         raise ConfigError(f"{path}: cpsat.time_limits_s must be a list of seconds > 0, got {limits!r}")
-    out["time_limits_s"] = [float(t) for t in limits]
-    out["workers"] = cp.get("workers", 1)
-    if not isinstance(out["workers"], int) or isinstance(out["workers"], bool) or out["workers"] < 1:
-        raise ConfigError(f"{path}: cpsat.workers must be a whole number >= 1, got {out['workers']!r}")
-    return out
+    workers = cp.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"{path}: cpsat.workers must be a whole number >= 1, got {workers!r}")
+    return {"time_limits_s": [float(t) for t in limits], "workers": workers}
 
 
 def scenarios(config: dict[str, Any], seeds: Sequence[int], count: int):

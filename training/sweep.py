@@ -562,7 +562,7 @@ def plot_hyperparameters(path: Path, rows: list[dict[str, Any]], sweep: dict[str
     plt = _pyplot()
     keys = list(sweep["space"])
     metric = sweep["metric"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(6.4, 4.2 * len(keys)), 4.0), squeeze=False)
     markers = {"finished": ("o", "tab:blue", "finished"), "stopped": ("x", "tab:orange", "stopped early"),
                "unfinished": ("s", "tab:gray", "unfinished"), "error": ("^", "tab:red", "error")}
     for ax, key in zip(axes[0], keys):
@@ -583,7 +583,8 @@ def plot_hyperparameters(path: Path, rows: list[dict[str, Any]], sweep: dict[str
         ax.set_ylabel(f"best {metric} ({'lower' if sweep['mode'] == 'min' else 'higher'} is better)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{len(rows)} trials: each hyperparameter against the trial's best periodic-evaluation {metric}", fontsize=10)
+    # Two lines so the title fits over a single panel too.
+    fig.suptitle(f"{len(rows)} trials: each hyperparameter against\nthe trial's best periodic-evaluation {metric}", fontsize=10)
     return save_figure(fig, path)
 
 

@@ -19,8 +19,10 @@ writes ``DEST/``:
 * ``README.md``: what it is, the training budget and machine, the commands that reproduce it and
   each evaluation's table.
 
-A run that has not finished (no ``last/``) or lacks the chosen model is refused, and so is a
-``DEST`` that exists already, unless ``--force``.
+A run that has not finished (no ``last/``) is refused unless ``--unfinished`` (a milestone of a
+long run that goes on training: its ``best/`` so far is shipped, and the README says at how many
+steps); a run that lacks the chosen model is refused, and so is a ``DEST`` that exists already,
+unless ``--force``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--code-commit", metavar="SHA",
                         help="the commit the run's code came from, when it ran outside a git checkout")
     parser.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    parser.add_argument("--unfinished", action="store_true",
+                        help="ship best/ of a run still training (no last/ yet): a milestone of a long run; "
+                             "the README gives the steps trained so far")
     return parser.parse_args(argv)
 
 
@@ -100,7 +105,7 @@ def _curve(rows: list[dict[str, str]], path: Path, title: str, x_label: str) -> 
 
 
 def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | list[Path] | None = None,
-         force: bool = False, code_commit: str | None = None) -> Path:
+         force: bool = False, code_commit: str | None = None, unfinished: bool = False) -> Path:
     """Copy the model and its explanation into ``dest`` (see the module docstring); returns ``dest``.
 
     Raises:
@@ -112,8 +117,10 @@ def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | list
     for f in (model_file or "model.zip", "metadata.json"):
         if not (source / f).is_file():
             raise CheckpointError(f"{source / f}: missing; ship a finished run (train.py writes best/ and last/)")
-    if _model_file(run_dir / "last") is None:
-        raise CheckpointError(f"{run_dir}: the run has not finished (no last/); resume it with train.py --resume {run_dir}")
+    finished = _model_file(run_dir / "last") is not None
+    if not finished and not (unfinished and model == "best"):
+        raise CheckpointError(f"{run_dir}: the run has not finished (no last/); resume it with train.py --resume "
+                              f"{run_dir}, or ship its best/ so far with --unfinished")
     evaluations = [] if evaluation is None else [evaluation] if isinstance(evaluation, Path) else list(evaluation)
     for e in evaluations:
         if not (e / "summary.json").is_file():
@@ -153,14 +160,26 @@ def ship(run_dir: Path, dest: Path, model: str = "best", evaluation: Path | list
     return dest
 
 
+def _checkpoint_steps(run_dir: Path) -> int | None:
+    """Steps of the run's latest checkpoint (``checkpoint/manifest.json``), or None without one."""
+    try:
+        return int(json.loads((run_dir / "checkpoint" / "manifest.json").read_text())["num_timesteps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _trained_steps(run_dir: Path, metadata: dict[str, Any]) -> int:
-    """The whole run's steps (its last/ model's), not those of the model shipped (best/ may come earlier)."""
+    """The whole run's steps (its last/ model's, else its latest checkpoint's), not those of the model
+    shipped (best/ may come earlier)."""
     last = run_dir / "last" / "metadata.json"
-    return int(json.loads(last.read_text()).get("num_timesteps") if last.is_file() else metadata.get("num_timesteps") or 0)
+    if last.is_file():
+        return int(json.loads(last.read_text()).get("num_timesteps") or 0)
+    return _checkpoint_steps(run_dir) or int(metadata.get("num_timesteps") or 0)
 
 
 def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, Any], metadata: dict[str, Any],
             model: str, rows: list[dict[str, str]], evaluations: list[Path]) -> str:
+    finished = _model_file(run_dir / "last") is not None
     command = list(info.get("command") or [])
     if command and command[0].startswith("python"):
         command[0] = "python"
@@ -170,6 +189,10 @@ def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, A
     budget = (f"{config['bc']['demonstrations']} {config['bc']['teacher']} demonstrations "
               f"({config['bc']['teacher_time_limit_s']} s each), {config['bc']['epochs']} epochs"
               if bc else f"{_trained_steps(run_dir, metadata):,} environment steps")
+    if not finished:
+        total = None if bc else config.get("total_timesteps")
+        budget += (f" so far: shipped unfinished (of {total:,} planned), the run goes on with "
+                   f"`train.py --resume {run_dir}`" if isinstance(total, int) else " so far: shipped unfinished")
     autoscaling = config.get("problem") == "autoscaling"
     if autoscaling:
         picked = max(rows, key=lambda r: float(r["episode_return"]), default=None)
@@ -205,6 +228,7 @@ def _readme(run_dir: Path, dest: Path, config: dict[str, Any], info: dict[str, A
                      f"validation episodes. Curve: `training_curve.png`, figures: `training_eval.csv`.")
     lines += ["", "## Reproduce", "", "```", " ".join(command) if command else "(command not recorded)",
               f"python train.py ship {run_dir} {dest}" + (f" --model {model}" if model != "best" else "")
+              + ("" if finished else " --unfinished")
               + (f" --evaluation {' '.join(str(e) for e in evaluations)}" if evaluations else ""), "```", ""]
     if evaluations:
         lines += ["## Evaluation (held out, never trained or selected on)", ""]
@@ -226,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         dest = ship(Path(args.run_dir), Path(args.dest), args.model,
-                    [Path(e) for e in args.evaluation] if args.evaluation else None, args.force, args.code_commit)
+                    [Path(e) for e in args.evaluation] if args.evaluation else None, args.force, args.code_commit,
+                    args.unfinished)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -232,6 +233,20 @@ def test_ship_copies_a_finished_run_with_what_explains_it(bc_run, tmp_path):
                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     _one_line_error(bad, "best/model.zip: missing")
     assert not (tmp_path / "x").exists()
+    # A run still training (best/ but no last/): refused unless --unfinished, then marked as such.
+    running = tmp_path / "running"
+    shutil.copytree(runs / "straight", running)
+    shutil.rmtree(running / "last")
+    bad = subprocess.run([sys.executable, "train.py", "ship", str(running), str(tmp_path / "y")],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    _one_line_error(bad, "has not finished (no last/)", "--unfinished")
+    assert not (tmp_path / "y").exists()
+    ok = subprocess.run([sys.executable, "train.py", "ship", str(running), str(tmp_path / "y"), "--unfinished"],
+                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    readme = (tmp_path / "y" / "README.md").read_text()
+    assert "shipped unfinished" in readme and f"ship {running} {tmp_path / 'y'} --unfinished" in readme
+    assert (tmp_path / "y" / "model.zip").read_bytes() == (running / "best" / "model.zip").read_bytes()
 
 
 def test_best_is_picked_on_the_validation_split_where_there_is_one():

@@ -34,7 +34,7 @@ $(RAY_STAMP): $(STAMP)
 # The users' loop on one page: train the quick VM agent, then evaluate it and the shipped policy
 # against the baselines on the two real VMR2L snapshots (table on stdout, plots in results/make_run/).
 QUICK_RUN := runs/make_run_quick
-SHIPPED_VM := models/vm_rescheduling/graph_bc
+SHIPPED_VM := models/vm_rescheduling/graph_ppo
 run: install
 	rm -rf $(QUICK_RUN)
 	$(PY) train.py configs/train/vm_quick.yaml --run-name make_run_quick

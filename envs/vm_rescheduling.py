@@ -6,6 +6,7 @@ A thin Gymnasium shell over the VM-rescheduling twin (:mod:`digital_twin.vm`).
 from __future__ import annotations
 
 import inspect
+import struct
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,9 @@ HOST_FEATURES = ("free_cpu_node0", "free_cpu_node1", "free_mem_node0", "free_mem
 GLOBAL_FEATURES = ("fragment_rate", "fragment_rate_8", "fragment_rate_32", "budget_left", "phase")
 
 PHASE_PICK_VM, PHASE_PICK_DESTINATION = 0, 1
+
+# The float32 values a migration rewrites: a VM's first four features, a host's first six.
+_PACK_VM_ROW, _PACK_HOST_ROW = struct.Struct("=4f"), struct.Struct("=6f")
 
 
 class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -209,9 +213,11 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         self.phase = PHASE_PICK_VM
         self.selected = -1
         self._refresh_fragment_rates()
+        self._memory_moved = float(sum(c.memory_moved_mb for c in self._clusters))  # (changes with migrations only)
         self.fr_start = self._fr[0]
         self._rebuild_features()
-        self._movable = np.concatenate([c.movable_vms() for c in self._clusters]) if self._clusters else np.zeros(0, bool)
+        # Movable VMs per cluster, written in place into the cluster's slice of _movable.
+        self._movable_count = [c.movable_vms_into(view) for c, view in zip(self._clusters, self._movable_views)]
         self._set_mask()
         return self._observation(), self._info()
 
@@ -236,6 +242,7 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         move = cluster.migrate(vm - self._vm_offset[c], host - self._host_offset[c], placement)
         self.migrations_used += 1
         self._refresh_fragment_rates()
+        self._memory_moved = float(sum(c.memory_moved_mb for c in self._clusters))
         reward = fr_before - self._fr[0]
         if self.incremental_obs:
             self._update_features(c, vm, move.from_host, move.to_host)
@@ -245,9 +252,8 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         self.selected = -1
         self.phase = PHASE_PICK_VM
         # Only the migrated VM's cluster changed: the other clusters' movable VMs stand.
-        v0 = self._vm_offset[c]
-        self._movable[v0: v0 + cluster.num_vms] = cluster.movable_vms()
-        terminated = self.migrations_used >= self.budget or not self._movable.any()
+        self._movable_count[c] = cluster.movable_vms_into(self._movable_views[c])
+        terminated = self.migrations_used >= self.budget or not any(self._movable_count)
         self._set_mask()
         info = self._info(final=terminated)
         # The move in the twin's own terms: (cluster index, VM, destination host, placement) within the cluster.
@@ -287,10 +293,31 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             self._vm_mask[:num_vms] = 1
             self._host_mask[:] = 0
             self._host_mask[:num_hosts] = 1
+            self._movable = np.zeros(num_vms, bool)
+            self._set_views()
         # Scales from the snapshot itself, so features never depend on padding.
-        self._cpu_scale = float(max(int(self._static(c)[1]) for c in clusters if c.num_hosts))
-        self._mem_scale = float(max(float(self._static(c)[2]) for c in clusters if c.num_hosts))
-        self._rows = [self._static_rows(c) for c in clusters]
+        statics = [self._static(c) for c in clusters]
+        self._cpu_scale = float(max(int(e[1]) for c, e in zip(clusters, statics) if c.num_hosts))
+        self._mem_scale = float(max(float(e[2]) for c, e in zip(clusters, statics) if c.num_hosts))
+        self._rows = [self._static_rows(c, e) for c, e in zip(clusters, statics)]
+
+    def _set_views(self) -> None:
+        """Each cluster's slice of ``_movable`` and of the action mask (its destinations, as (H, 2))."""
+        hosts, vms = self._host_offset, self._vm_offset
+        self._movable_views = [self._movable[vms[c]: vms[c + 1]] for c in range(len(self._layout))]
+        self._dest_views = [self._mask[2 * hosts[c]: 2 * hosts[c + 1]].reshape(-1, 2) for c in range(len(self._layout))]
+
+    # Pickling (checkpoints, deepcopy): views would come back as separate copies, so they are
+    # dropped and rebuilt over the unpickled buffers.
+    _VIEWS = ("_movable_views", "_dest_views")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._VIEWS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._layout is not None:
+            self._set_views()
 
     def _static(self, cluster: Cluster) -> tuple:
         """``(arrays, largest NUMA vCPU, largest NUMA memory, rows by scales)`` of a cluster's static data.
@@ -310,16 +337,17 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             self._static_cache[id(cluster.vm_cpu)] = entry
         return entry
 
-    def _static_rows(self, cluster: Cluster) -> list:
+    def _static_rows(self, cluster: Cluster, static: tuple) -> list:
         """A cluster's VM feature rows, ``selected`` 0: ``[placement 0 (V, 7), placement 1 (V, 7), last block]``.
 
         The VM features depend only on static arrays, the scales and the placement (which NUMA
         node holds which part), so both variants are computed once per template and scales.
-        ``last block`` is ``(placement, VM rows, free vCPU, free memory, host rows)`` of the last
-        full rebuild: an episode that starts from the template's placement (every episode of a file
-        or fixed source) copies its rows whole.
+        ``last block`` is ``(placement token, VM rows, host rows)`` of the last full rebuild: an
+        episode that starts from the template's placement (every episode of a file or fixed
+        source: the same :attr:`~digital_twin.vm.cluster.Cluster.placement_token`) copies its rows whole.
+        ``static`` is the cluster's :meth:`_static` entry.
         """
-        by_scale = self._static(cluster)[3]
+        by_scale = static[3]
         scales = (self._cpu_scale, self._mem_scale)
         rows = by_scale.get(scales)
         if rows is None:
@@ -341,11 +369,11 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         """
         free = frag16 = frag8 = frag32 = 0
         for c in self._clusters:
-            numerator, denominator = c.fragment_sums(16)
+            denominator, numerator8, numerator16, numerator32 = c.fragment_totals()
             free += denominator
-            frag16 += numerator
-            frag8 += c.fragment_sums(8)[0]
-            frag32 += c.fragment_sums(32)[0]
+            frag8 += numerator8
+            frag16 += numerator16
+            frag32 += numerator32
         self._fr = (frag16 / free, frag8 / free, frag32 / free) if free else (0.0, 0.0, 0.0)
 
     # ------------------------------------------------------------------ masks
@@ -357,9 +385,7 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             mask[self.stop_action] = True
             return
         c = self._vm_cluster[self.selected]
-        dest = self._clusters[c].feasible_destinations(self.selected - self._vm_offset[c])
-        start = 2 * self._host_offset[c]
-        mask[start: start + dest.size] = dest.reshape(-1)
+        self._clusters[c].feasible_destinations(self.selected - self._vm_offset[c], out=self._dest_views[c])
 
     def _invalid(self, action: int):
         if self.phase == PHASE_PICK_VM:
@@ -402,24 +428,22 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             rows = vm_features[v0: v0 + cluster.num_vms]
             hosts = host_features[h0: h0 + cluster.num_hosts]
             np.add(cluster.vm_host, h0, out=vm_host[v0: v0 + cluster.num_vms])
-            free_cpu, free_mem = cluster.free_cpu, cluster.free_mem
-            if last is not None and np.array_equal(last[0], cluster.vm_placement):
+            token = cluster.placement_token
+            if last is not None and last[0] is token:  # the placement of the last rebuild: its rows
                 rows[:] = last[1]
-            else:
-                rows[:] = canonical
-                swap = np.flatnonzero(cluster.vm_placement == 1)
-                if swap.size:
-                    rows[swap] = swapped[swap]
-                last = None
-            if last is not None and np.array_equal(last[2], free_cpu) and np.array_equal(last[3], free_mem):
-                hosts[:] = last[4]
+                hosts[:] = last[2]
                 continue
+            rows[:] = canonical
+            swap = np.flatnonzero(cluster.vm_placement == 1)
+            if swap.size:
+                rows[swap] = swapped[swap]
+            free_cpu, free_mem = cluster.free_cpu, cluster.free_mem
             hosts[:, 0:2] = free_cpu / cs  # float64, then stored as float32 (as the incremental update does)
             hosts[:, 2:4] = free_mem / ms
             hosts[:, 4:6] = (free_cpu & 15) / 16.0  # = free_cpu % 16 for int64, several times faster
             hosts[:, 6] = cluster.host_active
             if self.incremental_obs:  # (rebuilding every step, there is no episode start to keep)
-                variants[2] = (cluster.vm_placement.copy(), rows.copy(), free_cpu.copy(), free_mem.copy(), hosts.copy())
+                variants[2] = (token, rows.copy(), hosts.copy())
         vm_features[self.num_vms:] = 0.0
         host_features[self.num_hosts:] = 0.0
         vm_host[self.num_vms:] = 0
@@ -432,16 +456,18 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         local = vm - self._vm_offset[c]
         h0 = self._host_offset[c]
         canonical, swapped, _ = self._rows[c]
-        self._vm_features[vm, :4] = (swapped if cluster.vm_placement.item(local) == 1 else canonical)[local, :4]
+        # struct packs Python floats into the float32 buffers in place (rounding as numpy's cast
+        # does): several times faster than numpy's indexing for these few values.
+        row = (swapped if cluster.vm_placement.item(local) == 1 else canonical)[local, :4].tolist()
+        _PACK_VM_ROW.pack_into(self._vm_features, 4 * len(VM_FEATURES) * vm, *row)
         self._vm_host[vm] = dst + h0
-        # Two host rows: plain Python is several times faster than numpy on 1-element arrays.
         cs, ms = self._cpu_scale, self._mem_scale
+        free_cpu, free_mem, host_features = cluster.free_cpu, cluster.free_mem, self._host_features
         for host in (src, dst):
-            free_cpu, free_mem = cluster.free_cpu[host].tolist(), cluster.free_mem[host].tolist()
-            self._host_features[host + h0, :6] = (
-                free_cpu[0] / cs, free_cpu[1] / cs, free_mem[0] / ms, free_mem[1] / ms,
-                (free_cpu[0] % 16) / 16.0, (free_cpu[1] % 16) / 16.0,
-            )
+            cpu0, cpu1 = free_cpu.item(host, 0), free_cpu.item(host, 1)
+            mem0, mem1 = free_mem.item(host, 0), free_mem.item(host, 1)
+            _PACK_HOST_ROW.pack_into(host_features, 4 * len(HOST_FEATURES) * (host + h0),
+                                     cpu0 / cs, cpu1 / cs, mem0 / ms, mem1 / ms, (cpu0 % 16) / 16.0, (cpu1 % 16) / 16.0)
 
     def _observation(self) -> dict[str, np.ndarray]:
         globals_ = np.array([
@@ -467,13 +493,18 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             "migrations_used": self.migrations_used,
             "budget": self.budget,
             "budget_source": self.budget_source,
-            "memory_moved_mb": float(sum(c.memory_moved_mb for c in self._clusters)),
+            "memory_moved_mb": self._memory_moved,
             "phase": self.phase,
             "split": self.source.split,
         }
         if final:
-            # New-VM capacity refreshes the hosts touched since the last call: cheap, but kept to episode ends.
-            info["new_vm_capacity"] = self.snapshot.metrics()["new_vm_capacity"]
+            # New-VM capacity recounts the hosts touched since the last call: cheap, but kept to
+            # episode ends. Summed over the clusters as Snapshot.metrics() does.
+            capacity: dict[str, int] = {}
+            for cluster in self._clusters:
+                for name, n in cluster.new_vm_capacity().items():
+                    capacity[name] = capacity.get(name, 0) + n
+            info["new_vm_capacity"] = capacity
         return info
 
 

@@ -1,10 +1,11 @@
 """Pod packing: the Alibaba openb replay, Pending pods over time per policy (research use only, never a default).
 
 A replay config (``configs/pod_packing/openb_replay.yaml``) has ``pod_scenarios.source: openb_replay``.
-The subset replayed, because the CP-SAT model and preemption cover CPU and memory only: the pods
-that ask for no GPU (1,088 of the 8,152) on the first ``max_nodes`` CPU-only nodes of the node
-list (310 exist; openb's CPU pods peak at 15 at once and 256 cores, so a few nodes make them
-contend), optionally the first ``max_pods`` of them by creation. Each pod arrives at its
+The subset replayed: the pods that ask for no GPU (1,088 of the 8,152) on the first ``max_nodes``
+CPU-only nodes of the node list (310 exist; openb's CPU pods peak at 15 at once and 256 cores, so
+a few nodes make them contend); with ``max_gpu_nodes`` (default 0) also the first that many GPU
+nodes of the list and the GPU pods that fit one of the subset's nodes when empty (the CP-SAT
+fallback places them on GPUs as the twin does); optionally the first ``max_pods`` of them by creation. Each pod arrives at its
 ``creation_time`` and leaves at its ``deletion_time`` (running or still Pending).
 
 Events are taken in time order; at each instant, departures first, then arrivals. The queue is
@@ -23,7 +24,8 @@ Policies:
 Outputs: ``pending_over_time.csv`` (one row per policy and event instant: Pending pods per tier,
 running pods, solves and the fallback's evictions and moves so far), ``summary.json`` /
 ``table.md`` (per policy: Pending pod-hours and the peak per tier, solves, disruption) and
-``pending_over_time.png``.
+``pending_over_time.png`` (Pending pods per tier, their pod-hours so far, running pods; the time
+axis starts where the pods arrive, :func:`plot_start`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 from digital_twin.cli import ConfigError, did_you_mean
 from evaluation.pods import cpsat_settings
 
-REPLAY_KEYS = ("source", "trace_dir", "max_nodes", "max_pods")
+REPLAY_KEYS = ("source", "trace_dir", "max_nodes", "max_gpu_nodes", "max_pods")
 TIER_NAMES = {3: "LS", 2: "Guaranteed", 1: "Burstable", 0: "BE"}
 """The openb QoS class of each priority (:data:`digital_twin.pods.QOS_PRIORITY` inverted)."""
 NODE_FILE, POD_FILE = "openb_node_list_all_node.csv", "openb_pod_list_default.csv"
@@ -66,10 +68,10 @@ def load_replay_config(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{path}: pod_scenarios.trace_dir {trace} does not hold {NODE_FILE} and {POD_FILE} "
                           "(the Alibaba openb lists)")
     out: dict[str, Any] = {"name": doc.get("name", path.stem), "trace_dir": trace}
-    for key, default in (("max_nodes", 4), ("max_pods", None)):
+    for key, default, low in (("max_nodes", 4, 1), ("max_gpu_nodes", 0, 0), ("max_pods", None, 1)):
         value = sc.get(key, default)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(f"{path}: pod_scenarios.{key} must be a whole number >= 1, got {value!r}")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise ConfigError(f"{path}: pod_scenarios.{key} must be a whole number >= {low}, got {value!r}")
         out[key] = value
     sched, cp = dict(doc.get("scheduler") or {}), dict(doc.get("cpsat") or {})
     for section, value, allowed in (("scheduler", sched, ("scoring_strategy",)), ("cpsat", cp, ("time_limits_s", "workers"))):
@@ -93,13 +95,20 @@ def replay_cluster(config: dict[str, Any]):
     full = load_openb(trace / NODE_FILE, trace / POD_FILE)
     times = load_openb_lifetimes(trace / POD_FILE)
     nodes = np.flatnonzero(full.gpu_count == 0)[:config["max_nodes"]]
-    cpu_pods = np.flatnonzero(full.pod_num_gpu == 0)
-    cpu_pods = cpu_pods[np.argsort(full.pod_start[cpu_pods], kind="stable")][:config["max_pods"]]
-    created = np.array([times[full.pod_names[i]][0] for i in cpu_pods])
-    deleted = np.array([times[full.pod_names[i]][1] for i in cpu_pods])
+    gpu_nodes = np.flatnonzero(full.gpu_count > 0)[:config.get("max_gpu_nodes", 0)]
+    nodes = np.concatenate([nodes, gpu_nodes])
+    # a pod joins if it fits some node of the subset when empty (CPU-only pods always do on openb's nodes)
+    fits_empty = ((full.pod_cpu[:, None] <= full.cpu_capacity[nodes]) & (full.pod_memory[:, None] <= full.memory_capacity[nodes])
+                  & (full.pod_num_gpu[:, None] <= full.gpu_count[nodes])).any(axis=1)
+    pods = np.flatnonzero((full.pod_num_gpu == 0) | (fits_empty & (len(gpu_nodes) > 0)))
+    pods = pods[np.argsort(full.pod_start[pods], kind="stable")][:config["max_pods"]]
+    created = np.array([times[full.pod_names[i]][0] for i in pods])
+    deleted = np.array([times[full.pod_names[i]][1] for i in pods])
     cluster = PodCluster([full.node_names[j] for j in nodes], full.cpu_capacity[nodes], full.memory_capacity[nodes],
-                         [full.pod_names[i] for i in cpu_pods], full.pod_cpu[cpu_pods], full.pod_memory[cpu_pods],
-                         full.pod_priority[cpu_pods], pod_start=created, name="openb-cpu")
+                         [full.pod_names[i] for i in pods], full.pod_cpu[pods], full.pod_memory[pods],
+                         full.pod_priority[pods], node_gpus=full.gpu_count[nodes], pod_num_gpu=full.pod_num_gpu[pods],
+                         pod_gpu_milli=full.pod_gpu_milli[pods], pod_start=created,
+                         name="openb-gpu" if len(gpu_nodes) else "openb-cpu")
     return cluster, created, deleted
 
 
@@ -144,10 +153,10 @@ def run_policy(cluster, created: np.ndarray, deleted: np.ndarray, scheduler, tim
                     c.evict(step.pod)
                     evictions += 1
                 elif step.kind == "move":
-                    c.move(step.pod, step.node)
+                    c.move(step.pod, step.node, step.gpus)
                     moves += 1
                 else:
-                    c.bind(step.pod, step.node)
+                    c.bind(step.pod, step.node, step.gpus)
             solves += 1
             changed = False
         pending = live & c.pending
@@ -176,25 +185,86 @@ def summarise_policy(rows: list[dict[str, Any]], tiers: list[str]) -> dict[str, 
     return out
 
 
+QUIET_SHARE, LEAD_SHARE = 0.1, 0.05
+"""The plot leaves off a lead-in of the replay (at most ``LEAD_SHARE`` of its event instants, nothing
+Pending) that ends in a stretch with no arrival or departure for over ``QUIET_SHARE`` of the
+replayed span (:func:`plot_start`)."""
+
+
+def plot_start(rows: list[dict[str, Any]]) -> float:
+    """Seconds where the plot's time axis starts: where the pods arrive.
+
+    That is the first creation time of the replayed pods, unless the replay opens with a few
+    early events and then a quiet stretch (:data:`QUIET_SHARE`, :data:`LEAD_SHARE`), nothing
+    Pending under any policy: then it is the first event after the last such stretch. Nothing
+    changes during a quiet stretch, so nothing Pending is left off. (openb: the first CPU pod
+    arrives at day 31.9, the next at day 103.7, the other 1,086 from day 115.6.)
+    """
+    times = np.array([r["time_s"] for r in rows])
+    instants = np.unique(times)
+    pending = np.zeros(len(instants), dtype=bool)
+    pending[np.searchsorted(instants, times[[r["pending"] > 0 for r in rows]])] = True
+    span = instants[-1] - instants[0]
+    start = instants[0]
+    for k in range(1, len(instants)):
+        if pending[k - 1] or k > LEAD_SHARE * len(instants):
+            break
+        if instants[k] - instants[k - 1] > QUIET_SHARE * span:
+            start = instants[k]
+    return float(start)
+
+
 def plot_replay(run_dir: Path, rows: list[dict[str, Any]], tiers: list[str], title: str) -> Path:
-    """One panel per tier (Pending pods over trace days), one line per policy, plus the running pods."""
+    """Pending pods over trace days, per tier and policy, their pod-hours so far, and the running pods.
+
+    The time axis runs from :func:`plot_start` to the last event; an early lead-in left off is
+    named under the axis. Each policy's legend entry gives its Pending pod-hours in that tier.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     from evaluation.plots import _pyplot, save_figure
 
     plt = _pyplot()
     shown = [n for n in tiers if any(r[f"pending_{n}"] for r in rows)] or tiers[:1]
-    fig, axes = plt.subplots(len(shown) + 1, 1, figsize=(11, 2.4 * (len(shown) + 1)), sharex=True)
+    fig, axes = plt.subplots(len(shown) + 2, 1, figsize=(11, 2.2 * (len(shown) + 2)), sharex=True)
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    for policy in policies:
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    tier_lines = ["-", "--", ":", "-."]
+    for i, policy in enumerate(policies):
         mine = [r for r in rows if r["policy"] == policy]
-        day = [r["day"] for r in mine]
-        for ax, name in zip(axes, shown):
-            ax.step(day, [r[f"pending_{name}"] for r in mine], where="post", label=policy, linewidth=1)
-        axes[-1].step(day, [r["running"] for r in mine], where="post", label=policy, linewidth=1)
+        day = np.array([r["day"] for r in mine])
+        hours = np.diff(np.array([r["time_s"] for r in mine]), append=mine[-1]["time_s"]) / 3600
+        # The first policy drawn thicker and behind, so that where the curves agree both show.
+        style = dict(color=colours[i % len(colours)], linewidth=1.6 if i == 0 else 0.9, zorder=2 + i)
+        for k, (ax, name) in enumerate(zip(axes, shown)):
+            values = np.array([r[f"pending_{name}"] for r in mine])
+            total = float((values * hours).sum())
+            ax.step(day, values, where="post", label=f"{policy} ({total:.1f} pod-h)", **style)
+            # Pod-hours so far: the integral of the step curve up to each instant.
+            cumulative = np.concatenate([[0.0], np.cumsum(values * hours)[:-1]])
+            axes[-2].plot(day, cumulative, label=f"{policy}, {name}", linestyle=tier_lines[k % len(tier_lines)],
+                          **style)
+        axes[-1].step(day, [r["running"] for r in mine], where="post", label=policy, **style)
     for ax, name in zip(axes, shown):
         ax.set_ylabel(f"Pending {name}\npods")
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    axes[-2].set_ylabel("Pending\npod-hours so far")
+    axes[-2].legend(fontsize=8, loc="upper left", framealpha=0.9, ncol=len(policies))
     axes[-1].set_ylabel("running pods")
-    axes[-1].set_xlabel("trace time (days)")
+    axes[-1].legend(fontsize=8, loc="upper left", framealpha=0.9)
+    for ax in axes:
+        ax.set_ylim(0, max(ax.get_ylim()[1], 1) * 1.3)   # headroom for the legend
+        ax.grid(alpha=0.3)
+        if ax is not axes[-2]:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # pod counts
+    start, end = plot_start(rows), max(r["time_s"] for r in rows)
+    axes[-1].set_xlim(start / 86400, max(end, start + 1) / 86400)
+    label = "trace time (days)"
+    lead = [r for r in rows if r["policy"] == policies[0] and r["time_s"] < start]
+    if lead:
+        label += (f"; left off: day {lead[0]['day']:.4g} (the first arrival) to {start / 86400:.4g}, "
+                  f"at most {max(r['live'] for r in lead)} pod(s) live, none Pending")
+    axes[-1].set_xlabel(label)
     fig.suptitle(title)
     return save_figure(fig, run_dir / "pending_over_time.png")
 
@@ -220,6 +290,11 @@ def evaluate_replay_command(config_path: Path, doc: dict[str, Any], args: argpar
         f"| {s['policy']} | " + " | ".join(str(s[k]) for k in keys) + " |\n" for s in summary)
     subset = (f"openb CPU-only pods ({cluster.num_pods}) on the first {cluster.num_nodes} CPU-only nodes "
               f"({cluster.cpu_capacity[0]} m, {cluster.memory_capacity[0]} MiB each); research-use trace")
+    if cluster.max_gpus:
+        cpu_nodes = int((cluster.gpu_count == 0).sum())
+        subset = (f"openb pods ({cluster.num_pods}, {int((cluster.pod_num_gpu > 0).sum())} with GPUs) on the first "
+                  f"{cpu_nodes} CPU-only and first {cluster.num_nodes - cpu_nodes} GPU nodes "
+                  f"({int(cluster.gpu_count.sum())} GPUs); research-use trace")
     (run_dir / "table.md").write_text(table + "\n" + subset + "\n")
     plot = plot_replay(run_dir, rows, tiers, f"{config_path.stem}: {subset}")
     write_json(run_dir / "summary.json", {"command": command, "config": str(config_path), "subset": subset,

@@ -1,17 +1,24 @@
 """The exact CP-SAT fallback of "Priority Matters": re-place running and Pending pods, lexicographically by tier.
 
 Model (OR-Tools CP-SAT), over the pairs (pod ``i``, node ``j``) where the pod's requests fit the
-node's allocatable at all: ``x[i, j]`` bool, ``sum_j x[i, j] <= 1`` (``placed[i]``), and per node
-``sum_i cpu_i x[i, j] <= cpu_j`` and the same for memory. Solved in stages, within one time window
-that starts before the model is built:
+node's allocatable at all (CPU, memory and, for a GPU pod, at least ``num_gpu`` GPUs): ``x[i, j]``
+bool, ``sum_j x[i, j] <= 1`` (``placed[i]``), and per node ``sum_i cpu_i x[i, j] <= cpu_j`` and
+the same for memory. GPUs as the twin (:class:`~digital_twin.pods.PodCluster`) counts them: for
+a GPU pod's pair, ``y[i, j, g]`` bool per GPU ``g`` of node ``j``, ``sum_g y[i, j, g] = num_gpu_i
+x[i, j]`` (distinct GPUs), and per GPU ``sum_i gpu_milli_i y[i, j, g] <= 1000``: a GPU takes a
+pod when its free share is at least the pod's, so a whole GPU (1000) only goes to an otherwise
+empty one and shares add up. GPU variables exist only for GPU pods on nodes with GPUs. A running
+pod *stays* when it keeps its node and its GPUs: the twin has no in-place change of GPUs, so a
+pod re-placed on other GPUs of its own node is an eviction then a bind (counted as a move, below).
+Solved in stages, within one time window that starts before the model is built:
 
 1. for each priority tier ``p``, highest first: maximise the number of placed pods of priority
    ``>= p``; fix that count (``>=`` the value found) before the next stage. A tier stage's
    solution says nothing about the lower tiers, so before it becomes the next hint (or the result,
    if the window ends) :func:`keep_others` puts back, where they still fit, the pods it dropped:
-   on their current node, else where the previous stage had them;
+   on their current node and GPUs, else where the previous stage had them;
 2. then minimise disruption over the running pods: staying 0, evicted 1, moved 2
-   (``1 + placed[i] - 2 x[i, node(i)]``).
+   (``1 + placed[i] - 2 stay[i]``).
 
 Every stage is hinted with the best placement so far (the first with the current one). A stage's
 status is CP-SAT's: OPTIMAL (proved: value equals bound), FEASIBLE (a solution, not proved), UNKNOWN
@@ -19,17 +26,19 @@ status is CP-SAT's: OPTIMAL (proved: value equals bound), FEASIBLE (a solution, 
 at first). A result whose placed-per-tier counts fall below the current placement's (possible
 when the window ends between stages) is replaced by the current placement.
 :attr:`PackingResult.status` is the weakest stage's; stages the window did not reach are NOT_RUN
-(status FEASIBLE). GPU pods are refused: the model covers CPU and memory only.
+(status FEASIBLE). The GPUs of the target (:attr:`PackingResult.pod_gpus`) are part of the plan:
+:func:`agents.pods.sequence` binds on them, so the twin replays it step by step.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from digital_twin.pods import PodCluster
+from digital_twin.pods import GPU_FULL, PodCluster
 
 DEFAULT_PARAMETERS = {"symmetry_level": 0}
 """CP-SAT parameters set unless overridden: presolve's symmetry detection took most of a 1 s window on
@@ -59,8 +68,9 @@ class PackingResult:
         stages: every stage, in order (NOT_RUN where the window ended first).
         placed_by_tier: placed pods per tier of ``pod_node``, highest tier first.
         tier_bounds: the proved upper bound of each tier stage's count (pods of priority >= tier).
-        evictions, moves: running pods the target evicts / moves.
+        evictions, moves: running pods the target evicts / moves (a move to other GPUs of the same node included).
         wall_s: the whole call, model build included.
+        pod_gpus: per pod, the GPU indices it holds in the target (``()`` for CPU-only and Pending pods).
     """
 
     pod_node: np.ndarray
@@ -72,30 +82,57 @@ class PackingResult:
     evictions: int
     moves: int
     wall_s: float
+    pod_gpus: tuple[tuple[int, ...], ...]
 
 
-def disruption(current: np.ndarray, target: np.ndarray) -> tuple[int, int]:
-    """(evictions, moves) of going from ``current`` to ``target`` placement (running pods only)."""
+def disruption(current: np.ndarray, target: np.ndarray, current_gpus=None, target_gpus=None) -> tuple[int, int]:
+    """(evictions, moves) of going from ``current`` to ``target`` placement (running pods only).
+
+    With ``current_gpus`` / ``target_gpus`` (GPU indices per pod), a pod kept on its node but on other
+    GPUs counts as a move (the twin re-places it by an eviction and a bind)."""
     running = current >= 0
-    return int((running & (target < 0)).sum()), int((running & (target >= 0) & (target != current)).sum())
+    moved = running & (target >= 0) & (target != current)
+    if current_gpus is not None and target_gpus is not None:
+        moved |= running & (target == current) & np.array([tuple(a) != tuple(b) for a, b in zip(current_gpus, target_gpus)],
+                                                          dtype=bool).reshape(current.shape)
+    return int((running & (target < 0)).sum()), int(moved.sum())
 
 
-def keep_others(cluster: PodCluster, solution: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """``solution`` with the pods it leaves Pending put back where they fit: on their current node, else
-    on the node ``previous`` had them on (higher priority first); no pod it places is moved."""
+def keep_others(cluster: PodCluster, solution: np.ndarray, previous: np.ndarray, solution_gpus=None,
+                previous_gpus=None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """``solution`` with the pods it leaves Pending put back where they fit: on their current node and GPUs,
+    else on the node and GPUs ``previous`` had them on (higher priority first); no pod it places is moved.
+
+    Returns the placement and the GPUs per pod (``solution_gpus`` / ``previous_gpus`` default to none held)."""
     out = solution.copy()
+    gpus = list(solution_gpus) if solution_gpus is not None else [()] * cluster.num_pods
+    previous_gpus = list(previous_gpus) if previous_gpus is not None else [()] * cluster.num_pods
     on = out >= 0
     free_cpu = cluster.cpu_capacity - np.bincount(out[on], weights=cluster.pod_cpu[on], minlength=cluster.num_nodes)
     free_mem = cluster.memory_capacity - np.bincount(out[on], weights=cluster.pod_memory[on], minlength=cluster.num_nodes)
+    free_gpu = gpu_free_of(cluster, out, gpus)
     dropped = np.flatnonzero(~on & ((cluster.pod_node >= 0) | (previous >= 0)))
     for i in dropped[np.lexsort((dropped, -cluster.pod_priority[dropped]))]:
-        for j in (cluster.pod_node[i], previous[i]):
-            if j >= 0 and free_cpu[j] >= cluster.pod_cpu[i] and free_mem[j] >= cluster.pod_memory[i]:
-                out[i] = j
+        share = int(cluster.pod_gpu_milli[i])
+        for j, held in ((cluster.pod_node[i], cluster.pod_gpus[i]), (previous[i], previous_gpus[i])):
+            if (j >= 0 and free_cpu[j] >= cluster.pod_cpu[i] and free_mem[j] >= cluster.pod_memory[i]
+                    and (free_gpu[j, list(held)] >= share).all()):
+                out[i], gpus[i] = j, tuple(held)
                 free_cpu[j] -= cluster.pod_cpu[i]
                 free_mem[j] -= cluster.pod_memory[i]
+                free_gpu[j, list(held)] -= share
                 break
-    return out
+    return out, gpus
+
+
+def gpu_free_of(cluster: PodCluster, target: np.ndarray, gpus) -> np.ndarray:
+    """(N, G) free share per GPU slot if pods ran at ``target`` on ``gpus`` (slots beyond a node's count: -1)."""
+    free = np.where(cluster.gpu_free >= 0, GPU_FULL, -1).astype(np.int64)
+    pods = np.flatnonzero((target >= 0) & (cluster.pod_num_gpu > 0))
+    held = [list(gpus[i]) for i in pods.tolist()]
+    who = np.repeat(pods, [len(h) for h in held]).astype(np.int64)
+    np.subtract.at(free, (target[who], np.fromiter(itertools.chain.from_iterable(held), np.int64, len(who))), cluster.pod_gpu_milli[who])
+    return free
 
 
 def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int = 0,
@@ -103,27 +140,27 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
     """Re-place ``cluster``'s pods (left unchanged) within ``time_limit_s`` seconds, model build included.
 
     Args:
-        cluster: running and Pending pods.
+        cluster: running and Pending pods (GPU pods included).
         time_limit_s: the window for building the model and every stage.
         workers: CP-SAT search workers.
         seed: CP-SAT's random seed.
         parameters: further CP-SAT parameters (default :data:`DEFAULT_PARAMETERS`).
 
     Raises:
-        ValueError: the cluster has GPU pods, or the window is not > 0.
+        ValueError: the window is not > 0.
     """
     from ortools.sat.python import cp_model
 
     start = time.perf_counter()
     if not time_limit_s > 0:
         raise ValueError(f"CP-SAT pod packing: time limit must be > 0 s, got {time_limit_s}")
-    if (cluster.pod_num_gpu > 0).any():
-        raise ValueError(f"CP-SAT pod packing: cluster {cluster.name} has GPU pods; the model covers CPU and memory only")
     deadline = start + time_limit_s
     current = cluster.pod_node.copy()
+    current_gpus = list(cluster.pod_gpus)
     n_pods = cluster.num_pods
     eligible = ((cluster.pod_cpu[:, None] <= cluster.cpu_capacity[None, :])
-                & (cluster.pod_memory[:, None] <= cluster.memory_capacity[None, :]))   # (P, N)
+                & (cluster.pod_memory[:, None] <= cluster.memory_capacity[None, :])
+                & (cluster.pod_num_gpu[:, None] <= cluster.gpu_count[None, :]))                # (P, N)
     pods_ix, nodes_ix = np.nonzero(eligible)                                           # pairs, pod-major
     model = cp_model.CpModel()
     x = [model.NewBoolVar(f"x{i}_{j}") for i, j in zip(pods_ix.tolist(), nodes_ix.tolist())]
@@ -139,18 +176,46 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         lits = [x[k] for k in ks]
         model.Add(cp_model.LinearExpr.WeightedSum(lits, cluster.pod_cpu[pods_ix[ks]].tolist()) <= int(cluster.cpu_capacity[j]))
         model.Add(cp_model.LinearExpr.WeightedSum(lits, cluster.pod_memory[pods_ix[ks]].tolist()) <= int(cluster.memory_capacity[j]))
+    # GPUs: y[k][g] for the pairs k of GPU pods only (eligibility already gave the node >= num_gpu GPUs)
+    y: dict[int, list] = {}
+    on_gpu: dict[tuple[int, int], list[tuple[int, int]]] = {}        # (node, GPU) -> [(pair, share)]
+    for k in np.flatnonzero(cluster.pod_num_gpu[pods_ix] > 0).tolist():
+        i, j = int(pods_ix[k]), int(nodes_ix[k])
+        y[k] = [model.NewBoolVar(f"y{i}_{j}_{g}") for g in range(int(cluster.gpu_count[j]))]
+        model.Add(cp_model.LinearExpr.Sum(y[k]) == int(cluster.pod_num_gpu[i]) * x[k])
+        for g in range(len(y[k])):
+            on_gpu.setdefault((j, g), []).append((k, int(cluster.pod_gpu_milli[i])))
+    for (j, g), uses in on_gpu.items():
+        if sum(s for _, s in uses) > GPU_FULL:
+            model.Add(cp_model.LinearExpr.WeightedSum([y[k][g] for k, _ in uses], [s for _, s in uses]) <= GPU_FULL)
     pair = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(pods_ix, nodes_ix))}
     running = np.flatnonzero(current >= 0).tolist()
-    stay = [x[pair[(i, int(current[i]))]] for i in running]
+    stay = []
+    for i in running:
+        k = pair[(i, int(current[i]))]
+        if k not in y:
+            stay.append(x[k])
+            continue
+        # staying = keeping every GPU held now (then the count constraint leaves no other)
+        s = model.NewBoolVar(f"stay{i}")
+        held = [y[k][g] for g in current_gpus[i]]
+        for lit in held:
+            model.AddImplication(s, lit)
+        model.Add(cp_model.LinearExpr.Sum(held) - (len(held) - 1) <= s)
+        stay.append(s)
     # disruption = sum over running pods of 1 + placed - 2 stay: stay 0, evict 1, move 2
     cost = cp_model.LinearExpr.Sum([placed[i] for i in running]) - 2 * cp_model.LinearExpr.Sum(stay) + len(running)
-    def placement(solver) -> np.ndarray:
+
+    def placement(solver) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         chosen = np.array([solver.BooleanValue(v) for v in x], dtype=bool)
         out = np.full(n_pods, -1, dtype=np.int64)
         out[pods_ix[chosen]] = nodes_ix[chosen]
-        return out
+        gpus: list[tuple[int, ...]] = [()] * n_pods
+        for k in (k for k in y if chosen[k]):
+            gpus[int(pods_ix[k])] = tuple(g for g, v in enumerate(y[k]) if solver.BooleanValue(v))
+        return out, gpus
 
-    best = current.copy()
+    best, best_gpus = current.copy(), list(current_gpus)
     stages: list[Stage] = []
     objectives = [(f"tier>={t}", t) for t in cluster.tiers] + [("disruption", None)]
     stopped = False
@@ -167,6 +232,11 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         model.ClearHints()
         for k, (i, j) in enumerate(zip(pods_ix.tolist(), nodes_ix.tolist())):
             model.AddHint(x[k], int(best[i] == j))
+            for g, v in enumerate(y.get(k, ())):
+                model.AddHint(v, int(best[i] == j and g in best_gpus[i]))
+        for i, s in zip(running, stay):
+            if s is not x[pair[(i, int(current[i]))]]:
+                model.AddHint(s, int(best[i] == current[i] and tuple(best_gpus[i]) == tuple(current_gpus[i])))
         solver = cp_model.CpSolver()
         for key, value in {**DEFAULT_PARAMETERS, **(parameters or {})}.items():
             setattr(solver.parameters, key, value)
@@ -184,14 +254,15 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
             raise RuntimeError(f"CP-SAT pod packing: stage {name} returned {status}, which a feasible model cannot")
         value, bound = int(round(solver.ObjectiveValue())), float(solver.BestObjectiveBound())
         if tier is not None:
-            best = keep_others(cluster, placement(solver), best)
+            solution, solution_gpus = placement(solver)
+            best, best_gpus = keep_others(cluster, solution, best, solution_gpus, best_gpus)
             model.Add(upper >= value)
         else:
-            best = placement(solver)
+            best, best_gpus = placement(solver)
             model.Add(cost <= value)
         stages.append(Stage(name, status, float(value), bound, wall))
     if tuple(np.cumsum(cluster.placed_by_tier(best))) < tuple(np.cumsum(cluster.placed_by_tier(current))):
-        best = current.copy()  # a window that ended mid-way never leaves things worse than they were
+        best, best_gpus = current.copy(), list(current_gpus)  # a window that ended mid-way never leaves things worse
     tier_stages = stages[:len(cluster.tiers)]
     if stages[0].status == "UNKNOWN":
         overall = "UNKNOWN"
@@ -199,8 +270,8 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         overall = "OPTIMAL"
     else:
         overall = "FEASIBLE"
-    evictions, moves = disruption(current, best)
+    evictions, moves = disruption(current, best, current_gpus, best_gpus)
     return PackingResult(
         pod_node=best, status=overall, tiers_optimal=all(s.status == "OPTIMAL" for s in tier_stages),
         stages=tuple(stages), placed_by_tier=cluster.placed_by_tier(best), tier_bounds=tuple(s.bound for s in tier_stages),
-        evictions=evictions, moves=moves, wall_s=time.perf_counter() - start)
+        evictions=evictions, moves=moves, wall_s=time.perf_counter() - start, pod_gpus=tuple(best_gpus))

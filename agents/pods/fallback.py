@@ -2,9 +2,11 @@
 
 A replay keeps every pod of a trace in one :class:`~digital_twin.pods.PodCluster`; only some are
 live (created, not yet deleted). :func:`fallback_steps` builds a cluster of the live pods alone
-(their current nodes kept), lets :func:`agents.pods.solve` re-place them within the window,
+(their current nodes and GPUs kept), lets :func:`agents.pods.solve` re-place them within the window,
 sequences the target into evictions, moves and binds (:func:`agents.pods.sequence`) and returns
-the steps in the big cluster's pod indices, for the caller to apply through the twin's checks.
+the steps in the big cluster's pod indices, for the caller to apply through the twin's checks (a
+step's ``gpus``, the GPUs CP-SAT chose for a GPU pod, go to :meth:`~digital_twin.pods.PodCluster.bind` /
+``move`` with it).
 """
 
 from __future__ import annotations
@@ -31,11 +33,10 @@ def fallback_steps(cluster: PodCluster, live: np.ndarray, time_limit_s: float, w
                    seed: int = 0) -> tuple[list[Step], PackingResult]:
     """CP-SAT's re-placement of the ``live`` pods as steps on ``cluster`` (left unchanged), and its result.
 
-    Raises:
-        ValueError: a live pod asks for a GPU (the CP-SAT model covers CPU and memory only).
+    GPU pods are re-placed with the GPUs CP-SAT chose: each bind and move step names them.
     """
     live = np.asarray(live, dtype=np.int64)
     small = live_cluster(cluster, live)
     result = solve(small, time_limit_s, workers=workers, seed=seed)
-    steps = [Step(s.kind, int(live[s.pod]), s.node) for s in sequence(small, result.pod_node)]
+    steps = [s._replace(pod=int(live[s.pod])) for s in sequence(small, result.pod_node, result.pod_gpus)]
     return steps, result

@@ -16,8 +16,11 @@ migration and is never feasible.
 Anti-affinity. A deployment set forbids two of its members on one host (``granularity="host"``) or
 one rack (``"rack"``). The cluster keeps each set's occupancy (members per host, or per rack) and,
 per set and VM shape, how many hosts that fit the shape the set occupies; a migration updates only
-the moved VM's sets and the two hosts it touched, so the masks of all set members stay one numpy
-pass (:meth:`Cluster.movable_vms`) however many sets there are.
+the moved VM's sets and the two hosts it touched, so the masks of all set members stay one pass
+(:meth:`Cluster.movable_vms`) however many sets there are. The occupancy is updated by the move
+itself; the per-set counts it implies are deferred to the next compiled refresh, which every
+reader of those counts goes through first (one compiled call per migration for a per-step caller,
+:meth:`Cluster.movable_vms_into`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from digital_twin.vm.cluster_kernels import (destinations_mask, movable_by_shape, movable_single_sets,
-                                             refresh_shape_hosts)
+from digital_twin.vm.cluster_kernels import (destinations_mask, movable_by_shape, refresh_fit_counts,
+                                             refresh_movable, refresh_movable_single_sets, refresh_shape_hosts)
 from digital_twin.vm.metrics import FRAGMENT_SIZES, fragment_rate, free_from_placements, type_fit_counts
 
 assert FRAGMENT_SIZES == (8, 16, 32), "Cluster._move unrolls the fragment sizes"
@@ -77,6 +80,9 @@ class Migration(NamedTuple):
 _new_tuple = tuple.__new__
 _NO_COUNTS = np.zeros((0, 0), dtype=np.int64)  # stands in for the set counts of a cluster that has none built
 _NO_SETS = (np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))  # the memberships of a VM in no set
+_NO_HOSTS = np.zeros(0, dtype=np.int64)  # no host to refresh (read only by the kernels)
+_NO_PENDING = np.zeros((0, 4), dtype=np.int64)  # no deferred set-count change (read only)
+_PENDING_ROWS = 64  # deferred set-count changes a cluster holds before it applies them
 
 
 def _membership_arrays(memb: dict[int, tuple[tuple[bool, int], ...]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -147,6 +153,7 @@ class Cluster:
         self._type_cpu = np.array([t.request_cpu for t in self.vm_types], dtype=np.int64)
         self._type_mem = np.array([t.request_mem_mb for t in self.vm_types], dtype=np.float64)
         self._type_span = np.array([t.numa for t in self.vm_types], dtype=np.int64)
+        self._set_type_requests()
         self._build_shapes()
         # Per-VM Python scalars for the one-move hot path (numpy scalar access costs ~100 ns a time).
         self._vm_cpu_t = [tuple(r) for r in self.vm_cpu.tolist()]
@@ -166,7 +173,12 @@ class Cluster:
         self.memory_moved_mb = 0.0
         self._recompute_fragment_sums()
         self._fit_counts = self._compute_fit_counts()
+        self._fit_totals = self._fit_counts.sum(axis=1)  # (T,) kept with the per-host counts
+        # Copies share _fit_counts until one of them recounts (copy on write): most episodes read
+        # the capacity once, at their end, and a copy per reset would cost more than the recount.
+        self._fit_shared = False
         self._fit_dirty: set[int] = set()
+        self._placement_token = object()  # replaced by every move (see placement_token)
         self._shape_fit: np.ndarray | None = None  # (K, H, 2) cache behind _shape_masks()
         self._shape_dirty: set[int] = set()
 
@@ -178,6 +190,16 @@ class Cluster:
     @property
     def num_vms(self) -> int:
         return len(self.vm_ids)
+
+    @property
+    def placement_token(self) -> object:
+        """An object that stands for the current placement: a new one after every migration or undo.
+
+        Copies share it until either of them moves a VM, so two clusters with the same token (by
+        ``is``) and the same static arrays have the same placement and free capacity: a cache of
+        what they derive (the env's observation rows) may be reused without comparing the arrays.
+        """
+        return self._placement_token
 
     def host_index(self, host_id: str) -> int:
         """Index of a host by its id."""
@@ -220,6 +242,15 @@ class Cluster:
         cpu = np.where(swap, self.vm_cpu[:, ::-1], self.vm_cpu)
         mem = np.where(swap, self.vm_mem[:, ::-1], self.vm_mem)
         return cpu, mem
+
+    def _set_type_requests(self) -> None:
+        # Per NUMA node request of each type (a 2-NUMA type needs half on each, as type_fit_counts
+        # counts): the compiled recount takes them when all are positive, else the numpy definition does.
+        self._type_span2 = self._type_span == 2
+        self._type_cpu_node = np.where(self._type_span2, -(-self._type_cpu // 2), self._type_cpu).astype(np.int64)
+        self._type_mem_node = np.where(self._type_span2, self._type_mem / 2.0, self._type_mem)
+        self._fit_compiled = bool((self._type_cpu_node > 0).all() and (self._type_mem_node > 0).all()
+                                  and np.isfinite(self._type_mem_node).all())
 
     def _build_sets(self) -> None:
         """Index the deployment sets: memberships, and each set's occupancy of hosts or racks.
@@ -279,9 +310,11 @@ class Cluster:
         self._set_shape = self.vm_shape[self._set_vms]
         # Occupancy, unit-major so that the sets present on one host (rack) are one contiguous row:
         # (H, S_h) members of each host set per host, (R, S_r) members of each rack set per rack.
-        # The narrowest integer that holds any count (at most V): they are copied with every episode's snapshot.
+        # The narrowest integer that holds any count (at most the largest set's size): they are
+        # copied with every episode's snapshot.
         where = self.vm_host[self._p_vm]
-        dtype = np.int16 if num_vms < 2**15 else np.int32 if num_vms < 2**31 else np.int64
+        largest = max((len(m) for group in groups for m in group), default=0)
+        dtype = np.int8 if largest < 2**7 else np.int16 if largest < 2**15 else np.int32 if largest < 2**31 else np.int64
         self._occ_h = np.bincount(where[hp] * nh + self._p_set[hp], minlength=num_hosts * nh) \
             .reshape(num_hosts, nh).astype(dtype)
         self._occ_r = np.bincount(self._rack_code[where[rp]] * nr + self._p_set[rp], minlength=num_racks * nr) \
@@ -299,6 +332,10 @@ class Cluster:
         # the fitting hosts the set occupies (its hosts, or the hosts of its racks).
         self._rack_fit: np.ndarray | None = None  # (K, R)
         self._nbf: np.ndarray | None = None  # (S_h + S_r, K): host sets, then rack sets
+        # Set-count changes deferred by migrations (_move_in_sets): a buffer made on first use.
+        self._pending: np.ndarray | None = None  # (n, 4) int64
+        self._pending_flat: memoryview | None = None
+        self._num_pending = 0
         self._set_set_views()
 
     def _set_set_views(self) -> None:
@@ -322,6 +359,7 @@ class Cluster:
             (self._occ_h > 0).T.astype(np.float64) @ any_fit.T.astype(np.float64),
             (self._occ_r > 0).T.astype(np.float64) @ self._rack_fit.T.astype(np.float64),
         ]).astype(np.int64)
+        self._num_pending = 0  # (counted from the occupancy as it is)
         self._set_set_views()
 
     def _build_shapes(self) -> None:
@@ -344,7 +382,7 @@ class Cluster:
         self._all_allowed = bool(self.vm_allow_migration.all())
 
     # ------------------------------------------------------------------ feasibility
-    def feasible_destinations(self, vm: int) -> np.ndarray:
+    def feasible_destinations(self, vm: int, out: np.ndarray | None = None) -> np.ndarray:
         """Where VM ``vm`` may migrate to now.
 
         Feasible means: the VM may migrate, the destination host is active and is not its current
@@ -353,13 +391,18 @@ class Cluster:
 
         Args:
             vm: VM index.
+            out: an (H, 2) bool array to write into (and return) instead of a new one (a view
+                of a caller's buffer, say).
 
         Returns:
             (H, 2) bool: ``mask[host, placement]``.
         """
-        if not self.vm_allow_migration[vm]:
-            return np.zeros((self.num_hosts, 2), dtype=bool)
-        mask = np.empty((self._num_hosts, 2), dtype=bool)
+        if not self._allow_l[vm]:
+            if out is None:
+                return np.zeros((self._num_hosts, 2), dtype=bool)
+            out[:] = False
+            return out
+        mask = np.empty((self._num_hosts, 2), dtype=bool) if out is None else out
         rack, sets = self._vm_memb_arrays.get(vm, _NO_SETS)
         destinations_mask(mask, self.free_cpu, self.free_mem, self.host_active, self.vm_cpu[vm], self.vm_mem[vm],
                           self._vm_span_l[vm] == 2, self.vm_host.item(vm), rack, sets, self._rack_code,
@@ -453,36 +496,68 @@ class Cluster:
             self._shape_dirty.clear()
             if self._has_sets:
                 self._build_set_fit()
-        elif self._shape_dirty:
+        elif self._shape_dirty or self._num_pending:
             self._refresh_shape_hosts(self._shape_dirty)
             self._shape_dirty.clear()
         return self._shape_fit
 
     def _refresh_shape_hosts(self, hosts: set[int]) -> None:
-        """Re-evaluate every shape on a few hosts (a migration touches two), and the set counts that follow."""
+        """Re-evaluate every shape on a few hosts (a migration touches two), and the set counts that follow.
+
+        The set-count changes migrations deferred are applied first (see :meth:`_move_in_sets`).
+        """
         track = self._nbf is not None  # the per-set fit counts follow every change of "shape fits host"
         none = _NO_COUNTS  # (the kernel's arguments need arrays even when there are no set counts)
+        pending = self._pending if self._num_pending else _NO_PENDING
         refresh_shape_hosts(np.fromiter(hosts, np.int64, len(hosts)), self.free_cpu, self.free_mem, self.host_active,
                             self._shape_cpu, self._shape_mem, self._shape_split, self._shape_fit, self._shape_any,
                             self._shape_count, track, self._rack_code, self._rack_fit if track else none,
-                            self._occ_h, self._occ_r, self._nbf if track else none)
+                            self._occ_h, self._occ_r, self._nbf if track else none, pending, self._num_pending)
+        self._num_pending = 0
 
-    def movable_vms(self) -> np.ndarray:
-        """(V,) bool: which VMs have at least one feasible destination now."""
-        self._shape_masks()
-        # A VM is movable if its shape fits some host other than its own.
-        movable = np.empty(self._num_vms, dtype=bool)
-        if self._has_sets and not self._multi:
-            movable_single_sets(movable, self.vm_shape, self.vm_host, self.vm_allow_migration, self._all_allowed,
-                                self._shape_any, self._shape_count, self._vm_set_cell, self._num_host_sets * self._num_shapes,
-                                self._nbf, self._rp_vm, self._rp_set, self._rp_kh, self._rp_kr, self._rack_code,
-                                self._rack_fit, self._occ_r, self._rack_crowded > 0)
-            return movable
-        movable_by_shape(self.vm_shape, self.vm_host, self.vm_allow_migration, self._all_allowed,
-                         self._shape_any, self._shape_count, movable)
-        if self._has_sets:  # some VM is in two sets or more: bounds, then a host-by-host look where unsure
-            movable[self._set_vms] &= self._set_vms_movable()
+    def movable_vms(self, out: np.ndarray | None = None) -> np.ndarray:
+        """(V,) bool: which VMs have at least one feasible destination now.
+
+        Args:
+            out: a (V,) bool array to write into (and return) instead of a new one.
+        """
+        movable = np.empty(self._num_vms, dtype=bool) if out is None else out
+        self.movable_vms_into(movable)
         return movable
+
+    def movable_vms_into(self, out: np.ndarray) -> int:
+        """Write :meth:`movable_vms` into ``out`` ((V,) bool); returns how many VMs are movable.
+
+        The hosts migrations touched since the masks were last asked for are re-evaluated in the
+        same compiled call (one call per migration, which is what a per-step caller pays).
+        """
+        if self._shape_fit is None or (self._has_sets and self._multi):
+            self._shape_masks()  # built from scratch, or (several sets per VM) refreshed here
+        if self._shape_dirty:
+            hosts = np.fromiter(self._shape_dirty, np.int64, len(self._shape_dirty))
+            self._shape_dirty.clear()
+        else:
+            hosts = _NO_HOSTS
+        # A VM is movable if its shape fits some host other than its own (and its sets leave one open).
+        if not self._has_sets:
+            return refresh_movable(out, hosts, self.free_cpu, self.free_mem, self.host_active, self._shape_cpu,
+                                   self._shape_mem, self._shape_split, self._shape_fit, self._shape_any,
+                                   self._shape_count, self.vm_shape, self.vm_host, self.vm_allow_migration,
+                                   self._all_allowed)
+        if not self._multi:
+            num_pending, self._num_pending = self._num_pending, 0
+            return refresh_movable_single_sets(
+                out, hosts, self.free_cpu, self.free_mem, self.host_active, self._shape_cpu, self._shape_mem,
+                self._shape_split, self._shape_fit, self._shape_any, self._shape_count, self.vm_shape, self.vm_host,
+                self.vm_allow_migration, self._all_allowed, self._rack_code, self._rack_fit, self._occ_h, self._occ_r,
+                self._nbf, self._pending if num_pending else _NO_PENDING, num_pending, self._vm_set_cell,
+                self._num_host_sets * self._num_shapes, self._rp_vm, self._rp_set, self._rp_kh, self._rp_kr,
+                self._rack_crowded > 0)
+        # Some VM is in two sets or more: bounds, then a host-by-host look where unsure.
+        movable_by_shape(self.vm_shape, self.vm_host, self.vm_allow_migration, self._all_allowed,
+                         self._shape_any, self._shape_count, out)
+        out[self._set_vms] &= self._set_vms_movable()
+        return int(np.count_nonzero(out))
 
     def _rack_avail(self) -> np.ndarray:
         """Per rack-set membership: fitting hosts open to the VM as far as that set is concerned.
@@ -644,6 +719,7 @@ class Cluster:
         frag[32] += d32
         self.vm_host[vm] = dst
         self.vm_placement[vm] = dst_place
+        self._placement_token = object()
         self._fit_dirty.add(src)
         self._fit_dirty.add(dst)
         self._shape_dirty.add(src)
@@ -656,9 +732,25 @@ class Cluster:
         """Move one VM's presence in its sets' occupancy, and the per-set fit counts when they are built.
 
         A set's count of fitting hosts changes only when a host (rack) becomes or stops being
-        occupied; it is kept against the cached fit, which :meth:`_set_fit_changed` brings up to date.
+        occupied; it is kept against the cached fit, which :meth:`_refresh_shape_hosts` brings up to
+        date. That change is deferred: ``(nbf row, unit, sign, rack?)`` goes into ``_pending``, and the
+        next refresh (the compiled call that every reader of the counts goes through first) applies
+        it against the fit cached until then, before re-evaluating the touched hosts: the same sums
+        as applying it here, without numpy's cost for a few (K,) rows per migration. A full buffer
+        is applied first (before this move changes any occupancy, so the counts stay consistent).
         """
         built = self._nbf is not None
+        if built:
+            if self._pending is None:
+                self._pending = np.zeros((_PENDING_ROWS, 4), dtype=np.int64)
+                self._pending_flat = _flat_view(self._pending)
+            elif self._num_pending + 2 * len(memb) > len(self._pending):
+                self._refresh_shape_hosts(self._shape_dirty)
+                self._shape_dirty.clear()
+            if 2 * len(memb) > len(self._pending):  # (a VM in more sets than the buffer holds: a larger one)
+                self._pending = np.zeros((2 * len(memb), 4), dtype=np.int64)
+                self._pending_flat = _flat_view(self._pending)
+            pending = self._pending_flat
         for rack, s in memb:
             if rack:
                 a, b = self._rack_code_l[src], self._rack_code_l[dst]
@@ -674,11 +766,12 @@ class Cluster:
             if rack:
                 self._rack_crowded += (occ[j] == 2) - (occ[i] == 1)
             if built and (occ[i] == 0 or occ[j] == 1):
-                fit, counts = (self._rack_fit, self._nbf_r) if rack else (self._shape_any, self._nbf_h)
-                if occ[i] == 0:
-                    counts[s] -= fit[:, a]
-                if occ[j] == 1:
-                    counts[s] += fit[:, b]
+                row = self._num_host_sets + s if rack else s
+                for unit, sign, now in ((a, -1, occ[i] == 0), (b, 1, occ[j] == 1)):
+                    if now:
+                        p = 4 * self._num_pending
+                        pending[p], pending[p + 1], pending[p + 2], pending[p + 3] = row, unit, sign, rack
+                        self._num_pending += 1
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -710,6 +803,14 @@ class Cluster:
             return int((free % size).sum()), int(free.sum())
         return self._frag_sums[size], self._free_sum
 
+    def fragment_totals(self) -> tuple[int, int, int, int]:
+        """``(sum of free_cpu, sum of free_cpu mod 8, mod 16, mod 32)`` over active NUMA nodes, in one call.
+
+        The denominator and the three numerators of :meth:`fragment_sums` for ``FRAGMENT_SIZES``.
+        """
+        frag = self._frag_sums
+        return self._free_sum, frag[8], frag[16], frag[32]
+
     def _recompute_fragment_sums(self) -> None:
         free = self.free_cpu[self.host_active]
         self._free_sum = int(free.sum())
@@ -727,11 +828,17 @@ class Cluster:
         Per-host counts are refreshed only for the hosts migrations touched since the last call.
         """
         if self._fit_dirty:
-            hosts = np.fromiter(self._fit_dirty, dtype=np.int64)
-            self._fit_counts[:, hosts] = self._compute_fit_counts(hosts)
+            if self._fit_shared:  # still the array of the cluster this one was copied from (or of a copy)
+                self._fit_counts, self._fit_shared = self._fit_counts.copy(), False
+            hosts = np.fromiter(self._fit_dirty, np.int64, len(self._fit_dirty))
+            if self._fit_compiled:
+                refresh_fit_counts(hosts, self.free_cpu, self.free_mem, self.host_active, self._type_cpu_node,
+                                   self._type_mem_node, self._type_span2, self._fit_counts, self._fit_totals)
+            else:  # a type requesting no CPU or memory: numpy's division semantics (type_fit_counts)
+                self._fit_counts[:, hosts] = self._compute_fit_counts(hosts)
+                self._fit_totals = self._fit_counts.sum(axis=1)
             self._fit_dirty.clear()
-        totals = self._fit_counts.sum(axis=1)
-        return {t.name: int(n) for t, n in zip(self.vm_types, totals)}
+        return {t.name: int(n) for t, n in zip(self.vm_types, self._fit_totals.tolist())}
 
     def metrics(self) -> dict[str, Any]:
         """All tracked metrics: fragment rates, new-VM capacity per type, migrations, memory moved."""
@@ -771,13 +878,15 @@ class Cluster:
         # copy.copy's trip through __getstate__/__setstate__: the views are rebuilt once, below.
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_counts", "_occ_h", "_occ_r"):
+        for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_totals", "_occ_h", "_occ_r"):
             setattr(new, name, getattr(self, name).copy())
+        self._fit_shared = new._fit_shared = True  # _fit_counts: whichever recounts first copies it
         for name in ("_rack_fit", "_nbf"):
             if getattr(self, name) is not None:
                 setattr(new, name, getattr(self, name).copy())
         new._set_set_views()
         new._set_flat_views()
+        new._pending, new._pending_flat, new._num_pending = None, None, 0  # (none pending: _shape_masks above)
         new.history = list(self.history)
         new._frag_sums = dict(self._frag_sums)
         new._fit_dirty = set(self._fit_dirty)
@@ -789,7 +898,7 @@ class Cluster:
 
     # Pickling (training checkpoints hold envs mid-episode): memoryviews don't pickle, and views
     # of _nbf would unpickle as separate copies, so they are dropped and rebuilt over the unpickled arrays.
-    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_occ_h_flat", "_occ_r_flat", "_nbf_h", "_nbf_r")
+    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_occ_h_flat", "_occ_r_flat", "_nbf_h", "_nbf_r", "_pending_flat")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._FLAT_VIEWS}
@@ -804,6 +913,15 @@ class Cluster:
         if "_shape_split" not in state:  # pickled before the masks were compiled
             self._shape_split = self._shape_span == 2
             self._vm_memb_arrays = _membership_arrays(self._vm_memb)
+        if "_fit_totals" not in state:  # pickled before the capacity totals were kept
+            self._set_type_requests()
+            self._fit_totals = self._fit_counts.sum(axis=1)
+            self._fit_shared = False
+        if "_placement_token" not in state:
+            self._placement_token = object()
+        if "_num_pending" not in state:  # pickled before set-count changes were deferred
+            self._pending, self._num_pending = None, 0
+        self._pending_flat = None if self._pending is None else _flat_view(self._pending)
         self._set_flat_views()
         self._set_set_views()
 

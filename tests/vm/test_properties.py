@@ -166,3 +166,58 @@ def test_incremental_set_masks_equal_a_brute_force_recompute_after_random_migrat
         _assert_masks_match_brute_force(twin)
         twin_after = pickle.loads(pickle.dumps(twin))  # checkpoints pickle clusters mid-episode
         _assert_masks_match_brute_force(twin_after)
+
+
+def _assert_incremental_state_equals_a_rebuild(cluster: Cluster) -> None:
+    """Every incrementally kept structure (shape fit, set occupancy and per-set fit counts with
+    the changes still deferred applied, new-VM capacity) equals a from-scratch build of the placement."""
+    cluster._shape_masks()  # applies the deferred set-count changes, refreshes the touched hosts
+    assert cluster._num_pending == 0
+    fresh = dataclasses.replace(cluster)
+    fresh._shape_masks()
+    for name in ("_shape_fit", "_shape_any", "_shape_count", "_occ_h", "_occ_r", "_rack_fit", "_nbf"):
+        mine, theirs = getattr(cluster, name), getattr(fresh, name)
+        assert (mine is None) == (theirs is None), name
+        if mine is not None:
+            np.testing.assert_array_equal(mine, theirs, err_msg=name)
+    assert cluster._rack_crowded == fresh._rack_crowded
+    assert cluster.new_vm_capacity() == fresh.new_vm_capacity()
+    np.testing.assert_array_equal(cluster._fit_counts, fresh._fit_counts)
+    np.testing.assert_array_equal(cluster._fit_totals, fresh._fit_counts.sum(axis=1))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cluster=clusters_with_sets(), data=st.data())
+def test_deferred_set_counts_and_shared_capacity_equal_a_recompute_after_random_migrations(cluster, data):
+    """Long runs of migrations with nothing read in between (more deferred set-count changes than
+    the buffer holds), reads at random points, copies that share the capacity counts until one of
+    them recounts, pickles: the incremental structures always equal a from-scratch build."""
+    if data.draw(st.booleans()):
+        cluster.movable_vms()  # build the caches first, so that moves defer their set-count changes
+    if data.draw(st.booleans()):
+        cluster.new_vm_capacity()
+    copies = []
+    for _ in range(data.draw(st.integers(0, 80))):
+        if cluster.num_vms == 0:
+            break
+        options = np.argwhere(np.stack([brute_force_feasible(cluster, vm) for vm in range(cluster.num_vms)]))
+        if not len(options):
+            break
+        token = cluster.placement_token
+        vm, host, place = (int(x) for x in options[data.draw(st.integers(0, len(options) - 1))])
+        cluster.migrate(vm, host, place)
+        assert cluster.placement_token is not token
+        action = data.draw(st.integers(0, 9))
+        if action == 0:
+            _assert_incremental_state_equals_a_rebuild(cluster)
+        elif action == 1:
+            copies.append(cluster.copy())
+            assert copies[-1].placement_token is cluster.placement_token
+        elif action == 2 and cluster.history:
+            cluster.undo()
+        elif action == 3:
+            cluster.new_vm_capacity()
+    _assert_incremental_state_equals_a_rebuild(cluster)
+    for twin in copies:
+        _assert_incremental_state_equals_a_rebuild(twin)
+        _assert_incremental_state_equals_a_rebuild(pickle.loads(pickle.dumps(twin)))

@@ -22,3 +22,15 @@ def ray_local(tmp_path_factory):
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("torch_one_thread")``):
+    torch's default threads make a small GNN many times slower on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

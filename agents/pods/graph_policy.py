@@ -13,7 +13,7 @@ hosts) and a phased ``Discrete`` action (pick a pod or stop, then act on it). Bu
   env's are node ``j`` at ``j``, eviction at ``max_nodes``, in ``max(P, N + 1) + 1`` actions.
 
 So this module keeps what carries over unchanged: the message-passing round
-(:class:`agents.vm.policy._Block`: ``TransformerConv`` pod -> node and node -> pod with the pod's
+(:class:`agents.vm.policy.GraphBlock`: ``TransformerConv`` pod -> node and node -> pod with the pod's
 CPU and memory as edge features; its sibling step gets each node as its own sibling, as there are
 no NUMA pairs), :data:`~agents.vm.policy.MASKED_LOGIT`, and all of :class:`VMGraphPolicy`'s
 ``MaskablePPO`` plumbing (logits sized from the observation, the env's ``action_mask`` applied in
@@ -36,7 +36,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from agents.layers import mlp as _mlp
-from agents.vm.policy import MASKED_LOGIT, VMGraphPolicy, _Block, _masked_mean
+from agents.vm.policy import MASKED_LOGIT, VMGraphPolicy, GraphBlock, masked_mean
 from envs.pod_packing import POD_FEATURES
 
 __all__ = ["MASKED_LOGIT", "PodGraphEncoding", "PodGraphExtractor", "PodPointerHeads", "PodGraphPolicy"]
@@ -90,7 +90,7 @@ class PodGraphExtractor(BaseFeaturesExtractor):
         node_inputs = observation_space["node_features"].shape[-1]
         self.embed_pod = _mlp([pod_inputs, d_hidden, d_hidden])
         self.embed_node = _mlp([node_inputs, d_hidden, d_hidden])
-        self.blocks = nn.ModuleList(_Block(d_hidden, num_heads, d_ff) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(GraphBlock(d_hidden, num_heads, d_ff) for _ in range(num_layers))
         self.context = _mlp([observation_space["globals"].shape[-1] + 2 * d_hidden, d_hidden, d_hidden])
 
     def encode(self, obs: dict[str, th.Tensor]) -> PodGraphEncoding:
@@ -119,8 +119,8 @@ class PodGraphExtractor(BaseFeaturesExtractor):
 
         pod_batch = th.div(pod_slots, num_pods, rounding_mode="floor")
         node_batch = th.div(node_slots, num_nodes, rounding_mode="floor")
-        context = self.context(th.cat([obs["globals"].reshape(batch, -1), _masked_mean(x_pod, pod_batch, batch),
-                                       _masked_mean(x_node, node_batch, batch)], dim=-1))
+        context = self.context(th.cat([obs["globals"].reshape(batch, -1), masked_mean(x_pod, pod_batch, batch),
+                                       masked_mean(x_node, node_batch, batch)], dim=-1))
         selected_pod = obs["selected_pod"].reshape(batch).round().long()
         slot = th.arange(batch, device=selected_pod.device) * num_pods + selected_pod.clamp(0, num_pods - 1)
         row = th.where(pod_flat[slot], pod_row[slot], th.full_like(slot, -1))
@@ -183,21 +183,9 @@ class PodGraphPolicy(VMGraphPolicy):
     padding (no layer depends on ``max_pods`` / ``max_nodes``).
     """
 
+    heads_class = PodPointerHeads
+
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Schedule,
                  features_extractor_class: type[BaseFeaturesExtractor] = PodGraphExtractor, **kwargs: Any):
         super().__init__(observation_space, action_space, lr_schedule,
                          features_extractor_class=features_extractor_class, **kwargs)
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        # VMGraphPolicy._build with the pod heads (it names VMPointerHeads itself).
-        arch = self.net_arch if isinstance(self.net_arch, dict) else dict(pi=self.net_arch, vf=self.net_arch)
-        d = self.features_dim
-        self.action_net = PodPointerHeads(d, list(arch.get("pi", [])), self.activation_fn)
-        self.value_net = _mlp([d, *arch.get("vf", []), 1], self.activation_fn)
-        if self.ortho_init:
-            for module in (self.action_net, self.value_net):
-                module.apply(lambda m: self.init_weights(m, gain=np.sqrt(2)))
-            for layer in self.action_net.output_layers():
-                self.init_weights(layer, gain=0.01)
-            self.init_weights(self.value_net[-1], gain=1.0)
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)

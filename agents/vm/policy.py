@@ -40,8 +40,8 @@ from torch_geometric.nn import TransformerConv
 from agents.layers import mlp as _mlp
 from envs.vm_rescheduling import GLOBAL_FEATURES, HOST_FEATURES, VM_FEATURES
 
-__all__ = ["MASKED_LOGIT", "VMGraph", "build_graph", "VMGraphEncoding", "VMGraphExtractor", "VMPointerHeads",
-           "VMGraphPolicy", "IncrementalPolicy", "load_vm_model"]
+__all__ = ["MASKED_LOGIT", "VMGraph", "build_graph", "GraphBlock", "masked_mean", "VMGraphEncoding", "VMGraphExtractor",
+           "VMPointerHeads", "VMGraphPolicy", "IncrementalPolicy", "load_vm_model"]
 
 MASKED_LOGIT = -1e8
 """sb3-contrib's own masking value. Finite on purpose: ``p * log p`` of a masked action is then
@@ -165,14 +165,14 @@ def build_graph(obs: dict[str, th.Tensor]) -> VMGraph:
     )
 
 
-def _masked_mean(x: th.Tensor, index: th.Tensor, size: int) -> th.Tensor:
+def masked_mean(x: th.Tensor, index: th.Tensor, size: int) -> th.Tensor:
     """Mean of the rows of ``x`` per sample ``index`` (zeros for a sample with none)."""
     total = x.new_zeros(size, x.shape[-1]).index_add_(0, index, x)
     count = x.new_zeros(size).index_add_(0, index, x.new_ones(index.shape[0]))
     return total / count.clamp(min=1.0)[:, None]
 
 
-class _Block(nn.Module):
+class GraphBlock(nn.Module):
     """One round of messages: VMs -> NUMA nodes, NUMA node <-> sibling, NUMA nodes -> VMs.
 
     Shapes:
@@ -182,7 +182,7 @@ class _Block(nn.Module):
     def __init__(self, d_hidden: int, num_heads: int, d_ff: int):
         super().__init__()
         if d_hidden % num_heads:
-            raise ValueError(f"_Block: d_hidden ({d_hidden}) must be a multiple of num_heads ({num_heads})")
+            raise ValueError(f"GraphBlock: d_hidden ({d_hidden}) must be a multiple of num_heads ({num_heads})")
         per_head = d_hidden // num_heads
         self.to_numa = TransformerConv((d_hidden, d_hidden), per_head, heads=num_heads, edge_dim=_EDGE_INPUTS)
         self.to_vm = TransformerConv((d_hidden, d_hidden), per_head, heads=num_heads, edge_dim=_EDGE_INPUTS)
@@ -229,7 +229,7 @@ class VMGraphExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim=d_hidden)
         self.embed_vm = _mlp([_VM_INPUTS, d_hidden, d_hidden])
         self.embed_numa = _mlp([_NUMA_INPUTS, d_hidden, d_hidden])
-        self.blocks = nn.ModuleList(_Block(d_hidden, num_heads, d_ff) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(GraphBlock(d_hidden, num_heads, d_ff) for _ in range(num_layers))
         self.context = _mlp([len(GLOBAL_FEATURES) + 2 * d_hidden, d_hidden, d_hidden])
 
     def encode(self, obs: dict[str, th.Tensor]) -> VMGraphEncoding:
@@ -261,8 +261,8 @@ class VMGraphExtractor(BaseFeaturesExtractor):
         batch = obs["vm_features"].shape[0]
         context = self.context(th.cat([
             obs["globals"].reshape(batch, -1),
-            _masked_mean(x_vm, graph.vm_batch, batch),
-            _masked_mean(x_numa, graph.numa_batch, batch),
+            masked_mean(x_vm, graph.vm_batch, batch),
+            masked_mean(x_numa, graph.numa_batch, batch),
         ], dim=-1))
 
         num_vms = obs["vm_features"].shape[1]
@@ -355,6 +355,9 @@ class VMGraphPolicy(MaskableActorCriticPolicy):
     any_padding = True
     """Runs on observations of any padding (a planner may size the env to each snapshot)."""
 
+    heads_class: type[nn.Module] = VMPointerHeads
+    """The pointer heads (``action_net``), built as ``heads_class(features_dim, pi_widths, activation_fn)``."""
+
     def __init__(self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Schedule,
                  net_arch: list[int] | dict[str, list[int]] | None = None, activation_fn: type[nn.Module] = nn.ReLU,
                  features_extractor_class: type[BaseFeaturesExtractor] = VMGraphExtractor, **kwargs: Any):
@@ -366,7 +369,7 @@ class VMGraphPolicy(MaskableActorCriticPolicy):
     def _build(self, lr_schedule: Schedule) -> None:
         arch = self.net_arch if isinstance(self.net_arch, dict) else dict(pi=self.net_arch, vf=self.net_arch)
         d = self.features_dim
-        self.action_net = VMPointerHeads(d, list(arch.get("pi", [])), self.activation_fn)
+        self.action_net = self.heads_class(d, list(arch.get("pi", [])), self.activation_fn)
         self.value_net = _mlp([d, *arch.get("vf", []), 1], self.activation_fn)
         if self.ortho_init:
             # SB3's gains: sqrt(2) inside, 0.01 on the logits, 1 on the value.
@@ -659,9 +662,9 @@ def _array(t: th.Tensor | None) -> np.ndarray:
 
 
 class _KernelBlock:
-    """:class:`_Block` through :func:`agents.vm.policy_kernels.block`, its weights transposed once."""
+    """:class:`GraphBlock` through :func:`agents.vm.policy_kernels.block`, its weights transposed once."""
 
-    def __init__(self, block: _Block):
+    def __init__(self, block: GraphBlock):
         weights: list[np.ndarray] = []
         for conv in (block.to_numa, block.to_vm):
             if conv.lin_beta is not None or not conv.concat or conv.lin_edge is None:

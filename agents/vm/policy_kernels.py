@@ -122,7 +122,7 @@ def transformer_conv(x_src, x_dst, src, dst, edge_attr, wq, bq, wk, bk, wv, bv, 
 def block(x_vm, x_numa, src, dst, edge_attr, heads, n_wq, n_bq, n_wk, n_bk, n_wv, n_bv, n_we, n_ws, n_bs,
           v_wq, v_bq, v_wk, v_bk, v_wv, v_bv, v_we, v_ws, v_bs, sib_wt, sib_b, fn_w1, fn_b1, fn_w2, fn_b2,
           fv_w1, fv_b1, fv_w2, fv_b2, nn0_w, nn0_b, nn1_w, nn1_b, nv0_w, nv0_b, nv1_w, nv1_b, eps):
-    """:class:`agents.vm.policy._Block`: VMs -> NUMA nodes, NUMA node <-> sibling, NUMA nodes -> VMs."""
+    """:class:`agents.vm.policy.GraphBlock`: VMs -> NUMA nodes, NUMA node <-> sibling, NUMA nodes -> VMs."""
     x_numa = x_numa + transformer_conv(x_vm, x_numa, src, dst, edge_attr, n_wq, n_bq, n_wk, n_bk, n_wv, n_bv,
                                        n_we, n_ws, n_bs, heads)
     n, d = x_numa.shape

@@ -15,13 +15,7 @@ from envs.pod_packing import GLOBAL_FEATURES, NODE_FEATURES, PHASE_PICK_NODE, PO
 SMALL = ScenarioGenerator(node_counts=(4,), pods_per_node=(4, 8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Torch's default threads make a small GNN many times slower on a busy machine."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def make_env(max_nodes: int = 6, max_pods: int = 40) -> PodPackingEnv:

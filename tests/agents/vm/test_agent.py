@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch as th
@@ -13,35 +11,13 @@ from agents.vm import get_planner
 from agents.vm.agent import AgentPlanner, parse_spec, resolve_model_path
 from agents.vm.plan import replay_plan
 from agents.vm.policy import VMGraphPolicy
-from digital_twin.vm import Snapshot, load_snapshot
+from digital_twin.vm import Snapshot
 from envs.vm_rescheduling import VMReschedulingEnv
-from envs.vm_sources import REAL_SNAPSHOTS, FixedSource
+from envs.vm_sources import FixedSource
 from training.runs import save_model
 
 BUDGET = 6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Torch's default threads make a small GNN many times slower on a busy machine."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def clear2() -> Snapshot:
-    """The real file: 236 + 43 hosts, 1,934 + 155 VMs."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the real files' memory quirk
-        return load_snapshot(REAL_SNAPSHOTS / "reset_vm_pm_id_clear2.json")
-
-
-@pytest.fixture(scope="module")
-def small(clear2) -> Snapshot:
-    """Its second cluster alone: 43 hosts, 155 VMs (what the models are built for)."""
-    return Snapshot.from_clusters([clear2.clusters[1]])
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def small_env(snapshot: Snapshot) -> VMReschedulingEnv:
@@ -49,9 +25,9 @@ def small_env(snapshot: Snapshot) -> VMReschedulingEnv:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, small):
+def run_dir(tmp_path_factory, small_snapshot):
     """A run folder with best/ and last/ of a graph-policy model trained briefly on the 43-host cluster."""
-    model = MaskablePPO(VMGraphPolicy, small_env(small), n_steps=64, batch_size=32, n_epochs=1, seed=0,
+    model = MaskablePPO(VMGraphPolicy, small_env(small_snapshot), n_steps=64, batch_size=32, n_epochs=1, seed=0,
                         device="cpu", policy_kwargs=dict(features_extractor_kwargs=dict(d_hidden=16)))
     model.learn(128)
     run = tmp_path_factory.mktemp("run")
@@ -66,9 +42,9 @@ def graph_model(run_dir):
 
 
 @pytest.fixture(scope="module")
-def plain_model(tmp_path_factory, small):
+def plain_model(tmp_path_factory, small_snapshot):
     """An untrained fixed-padding MultiInputPolicy model (43 hosts, 155 VMs)."""
-    model = MaskablePPO("MultiInputPolicy", small_env(small), n_steps=32, batch_size=32, seed=0, device="cpu")
+    model = MaskablePPO("MultiInputPolicy", small_env(small_snapshot), n_steps=32, batch_size=32, seed=0, device="cpu")
     path = tmp_path_factory.mktemp("plain") / "plain.zip"
     model.save(path)
     return path
@@ -183,15 +159,15 @@ def test_spec_options_reach_the_planner(run_dir):
     assert (planner.samples, planner.vm_quantile, planner.host_quantile) == (3, 0.9, 0.98)
 
 
-def test_a_fixed_padding_model_plans_what_fits_and_names_the_sizes_otherwise(plain_model, small, clear2):
+def test_a_fixed_padding_model_plans_what_fits_and_names_the_sizes_otherwise(plain_model, small_snapshot, clear2):
     planner = get_planner(f"agent:{plain_model}")
     assert not planner.any_padding
-    r = planner(small, BUDGET)
+    r = planner(small_snapshot, BUDGET)
     assert r.num_moves <= BUDGET and r.claimed_fr == pytest.approx(r.fr_after, abs=1e-12)
     assert r.stats["padding"] == (43, 155)
     with pytest.raises(ValueError, match="279 hosts and 2089 VMs.*at most 43 hosts and 155 VMs"):
         planner(clear2, BUDGET)
-    sampled = AgentPlanner(plain_model, samples=2, vm_quantile=0.0, host_quantile=0.0)(small, BUDGET, seed=0)
+    sampled = AgentPlanner(plain_model, samples=2, vm_quantile=0.0, host_quantile=0.0)(small_snapshot, BUDGET, seed=0)
     assert sampled.fr_after <= r.fr_after + 1e-12
 
 

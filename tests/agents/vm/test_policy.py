@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch as th
 from sb3_contrib import MaskablePPO
 
 from agents.vm.policy import MASKED_LOGIT, IncrementalPolicy, VMGraphExtractor, VMGraphPolicy, load_vm_model
-from digital_twin.vm import Snapshot, load_snapshot
+from digital_twin.vm import Snapshot
 from envs.vm_rescheduling import PHASE_PICK_DESTINATION, PHASE_PICK_VM, VMReschedulingEnv
-from envs.vm_sources import REAL_SNAPSHOTS, FixedSource
+from envs.vm_sources import FixedSource
 
 ATOL = 1e-5  # summation order differs between relabelled graphs; padding itself changes nothing
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Torch's default threads make a small GNN many times slower on a busy machine."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
-
-def load_quietly(name: str) -> Snapshot:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the real files' memory quirk
-        return load_snapshot(REAL_SNAPSHOTS / name)
-
-
-@pytest.fixture(scope="module")
-def small_snapshot() -> Snapshot:
-    """The real file's second cluster: 43 hosts, 155 VMs."""
-    return Snapshot.from_clusters([load_quietly("reset_vm_pm_id_clear2.json").clusters[1]])
-
-
-@pytest.fixture(scope="module")
-def big_snapshot() -> Snapshot:
-    """The real 352 + 824-host, 4,546-VM snapshot (4,547 actions)."""
-    return load_quietly("reset_vm_pm_id_clear_big2.json")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def make_env(snapshot: Snapshot, max_hosts: int, max_vms: int, budget: int = 8) -> VMReschedulingEnv:

@@ -17,12 +17,13 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Path, dpi: int = 120) -> Path:
-    """Lay out, write and close a matplotlib figure; returns its path."""
+def save_figure(fig, path: Path, dpi: int = 120, bbox_inches: str | None = None) -> Path:
+    """Lay out, write and close a matplotlib figure; returns its path (``bbox_inches="tight"`` keeps
+    a legend placed outside the axes)."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches=bbox_inches)
     plt.close(fig)
     return path
 
@@ -101,6 +102,8 @@ def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]
     ax.grid(alpha=0.3, axis="y")
     paths.append(save_figure(fig, run_dir / "time_per_plan.png"))
 
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     for ax, snap in zip(axes[0], panels):
         mine = [r for r in rows if snap is None or r.get("snapshot") == snap]
@@ -112,13 +115,20 @@ def plot_vm(run_dir: Path, rows: list[dict], curves: dict[str, list[list[float]]
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o", label=_label(b), color=styles[ms[0]]["color"], alpha=0.85)
         ax.set_xscale("log")
+        # Times often span less than a decade: label 1-2-5 steps as plain seconds, none of the minor
+        # ticks (matplotlib's own minor labels overlap there).
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("wall time per plan (s, log)")
         ax.set_ylabel("final FR (lower is better)")
         ax.set_title(f"quality vs time: {snap}" if snap else "quality vs time, mean over episodes")
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=8)
+    # Beside the panels, not over a panel's points.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 3))
     fig.suptitle(f"Final FR vs time per plan{where}")
-    paths.append(save_figure(fig, run_dir / "quality_vs_time.png"))
+    paths.append(save_figure(fig, run_dir / "quality_vs_time.png", bbox_inches="tight"))
     return paths
 
 

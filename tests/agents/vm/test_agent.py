@@ -159,6 +159,19 @@ def test_spec_options_reach_the_planner(run_dir):
     assert (planner.samples, planner.vm_quantile, planner.host_quantile) == (3, 0.9, 0.98)
 
 
+def test_loading_warms_up_on_a_cluster_with_sets_and_keeps_the_options(run_dir):
+    from agents.vm.agent import _warm_up_snapshot
+
+    warm = _warm_up_snapshot()
+    cluster = warm.clusters[0]
+    assert warm.fragment_rate() > 0 and {s.granularity for s in cluster.deployment_sets} == {"host", "rack"}
+    assert cluster.movable_vms().any()  # a migration to play, the stop action masked
+    planner = AgentPlanner(run_dir, samples=3)  # the warm-up borrows best_prefix and samples
+    assert (planner.samples, planner.best_prefix) == (3, False)
+    planner.best_prefix = True
+    assert planner(warm, 1).stats["padding"] == (3, 2)
+
+
 def test_a_fixed_padding_model_plans_what_fits_and_names_the_sizes_otherwise(plain_model, small_snapshot, clear2):
     planner = get_planner(f"agent:{plain_model}")
     assert not planner.any_padding

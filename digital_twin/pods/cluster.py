@@ -24,8 +24,14 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from digital_twin.pods import cluster_kernels as kernels
+
 GPU_FULL = 1000
 """A whole GPU, in thousandths (the trace's ``gpu_milli`` unit)."""
+
+
+_new_change = tuple.__new__
+"""``tuple.__new__(PodChange, fields)``: a third of ``PodChange(...)``'s cost on the per-change path."""
 
 
 class InfeasiblePodChangeError(ValueError):
@@ -110,21 +116,27 @@ class PodCluster:
         self.cpu_capacity = self._array(node_cpu_milli, n, "node_cpu_milli")       # (N,) m
         self.memory_capacity = self._array(node_memory_mib, n, "node_memory_mib")  # (N,) MiB
         self.gpu_count = self._array(np.zeros(n) if node_gpus is None else node_gpus, n, "node_gpus")  # (N,)
-        self.pod_cpu = self._array(pod_cpu_milli, p, "pod_cpu_milli")              # (P,) m
-        self.pod_memory = self._array(pod_memory_mib, p, "pod_memory_mib")         # (P,) MiB
+        pod_cpu = self._array(pod_cpu_milli, p, "pod_cpu_milli")                   # (P,) m
+        pod_memory = self._array(pod_memory_mib, p, "pod_memory_mib")              # (P,) MiB
         self.pod_priority = self._array(pod_priority, p, "pod_priority", signed=True)  # (P,)
         self.pod_owner = self._array(np.full(p, -1) if pod_owner is None else pod_owner, p, "pod_owner", signed=True)
-        self.pod_num_gpu = self._array(np.zeros(p) if pod_num_gpu is None else pod_num_gpu, p, "pod_num_gpu")
-        self.pod_gpu_milli = self._array(np.zeros(p) if pod_gpu_milli is None else pod_gpu_milli, p, "pod_gpu_milli")
+        pod_num_gpu = self._array(np.zeros(p) if pod_num_gpu is None else pod_num_gpu, p, "pod_num_gpu")
+        pod_gpu_milli = self._array(np.zeros(p) if pod_gpu_milli is None else pod_gpu_milli, p, "pod_gpu_milli")
         self.pod_start = np.zeros(p) if pod_start is None else np.asarray(pod_start, dtype=float).reshape(p)
-        self._check(n, p)
         self.max_gpus = int(self.gpu_count.max(initial=0))
+        # The compiled changes take one buffer (numba's dispatch costs per argument): the requests,
+        # the free capacity, the placement and the GPUs held are views of it, so they cannot disagree.
+        self._state = kernels.allocate(n, max(self.max_gpus, 1), p)
+        self._set_views()
+        self._req[:] = pod_cpu, pod_memory, pod_num_gpu, pod_gpu_milli
+        self._check(n, p)
         # (N, G) free share per GPU slot; slots beyond a node's count hold -1 so that nothing fits them.
-        slots = np.arange(max(self.max_gpus, 1))
-        self.gpu_free = np.where(slots[None, :] < self.gpu_count[:, None], GPU_FULL, -1).astype(np.int64)
-        self.cpu_free = self.cpu_capacity.copy()
-        self.memory_free = self.memory_capacity.copy()
-        self.pod_node = np.full(p, -1, dtype=np.int64)
+        self.gpu_free[:] = np.where(np.arange(self.gpu_free.shape[1])[None, :] < self.gpu_count[:, None], GPU_FULL, -1)
+        self._free[:] = self.cpu_capacity, self.memory_capacity
+        self.pod_node[:] = -1
+        self._num_pods, self._num_nodes = p, n                                     # the changes' range checks
+        # (P, G) the GPU slots each pod holds (pod_gpus' order, -1 padded): what an eviction gives back.
+        self._held[:] = -1
         self.pod_gpus: list[tuple[int, ...]] = [()] * p
         self.history: list[PodChange] = []
         self.evictions = self.moves = self.binds = 0
@@ -132,13 +144,35 @@ class PodCluster:
         if ((start < -1) | (start >= n)).any():
             raise ValueError(f"cluster {name}: pod_node holds {int(start[(start < -1) | (start >= n)][0])}, "
                              f"not a node index in -1..{n - 1}")
-        for pod in np.flatnonzero(start >= 0):
+        for pod in np.flatnonzero(start >= 0).tolist():
+            node = int(start[pod])
             gpus = None if pod_gpus is None else tuple(int(g) for g in pod_gpus[pod])
-            reason = self.bind_refusal(int(pod), int(start[pod]), gpus)
+            reason = self.bind_refusal(pod, node, gpus)
             if reason is not None:
                 raise ValueError(f"cluster {name}: the starting placement is infeasible: {reason}")
-            self._place(int(pod), int(start[pod]), self._choose_gpus(int(pod), int(start[pod])) if gpus is None else gpus)
+            if gpus is None:
+                self._bind_chosen(pod, node)
+            else:
+                self._place(pod, node, gpus)
         self.tiers = tuple(int(t) for t in np.unique(self.pod_priority)[::-1])
+
+    _VIEWS = ("_req", "_free", "gpu_free", "pod_node", "_held", "_gpu_buf", "pod_cpu", "pod_memory", "pod_num_gpu",
+              "pod_gpu_milli", "cpu_free", "memory_free")
+
+    def _set_views(self) -> None:
+        (self._req, self._free, self.gpu_free, self.pod_node, self._held,
+         self._gpu_buf) = kernels.views(self._state)
+        self.pod_cpu, self.pod_memory, self.pod_num_gpu, self.pod_gpu_milli = self._req
+        self.cpu_free, self.memory_free = self._free
+
+    # Pickling (checkpoints, deepcopy of an env): the views would come back as copies apart from the
+    # buffer the kernels change, so they are dropped and rebuilt over the unpickled buffer.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._VIEWS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._set_views()
 
     # ------------------------------------------------------------------ construction checks
     def _array(self, values, length: int, what: str, signed: bool = False) -> np.ndarray:
@@ -218,21 +252,22 @@ class PodCluster:
 
     def _need(self, pod: int, node: int) -> str | None:
         """What node ``node`` lacks for pod ``pod`` as things stand; None if it fits."""
-        # Scalar path of every change: .item() reads plain ints (a tenth of numpy scalar indexing's cost).
-        k = self.pod_num_gpu.item(pod)
-        if (self.pod_cpu.item(pod) <= self.cpu_free.item(node) and self.pod_memory.item(pod) <= self.memory_free.item(node)
-                and (not k or sum(g >= self.pod_gpu_milli.item(pod) for g in self.gpu_free[node].tolist()) >= k)):
+        return self._short(kernels.check(pod, node, self._state), pod, node)
+
+    def _short(self, code: int, pod: int, node: int) -> str | None:
+        """The message of a :func:`kernels.fit_code` (None for FITS)."""
+        if code == kernels.FITS:
             return None
         node_name, pod_name = self.node_names[node], self.pod_names[pod]
-        if self.pod_cpu[pod] > self.cpu_free[node]:
+        if code == kernels.SHORT_CPU:
             return (f"node {node_name} has {self.cpu_free[node]} m CPU free, pod {pod_name} needs "
                     f"{self.pod_cpu[pod]} m")
-        if self.pod_memory[pod] > self.memory_free[node]:
+        if code == kernels.SHORT_MEMORY:
             return (f"node {node_name} has {self.memory_free[node]} MiB memory free, pod {pod_name} needs "
                     f"{self.pod_memory[pod]} MiB")
         have = int((self.gpu_free[node] >= self.pod_gpu_milli[pod]).sum())
         return (f"node {node_name} has {have} GPU(s) with {self.pod_gpu_milli[pod]} thousandths free, pod "
-                f"{pod_name} needs {k}")
+                f"{pod_name} needs {self.pod_num_gpu[pod]}")
 
     def _gpu_refusal(self, pod: int, node: int, gpus: tuple[int, ...]) -> str | None:
         k, share = int(self.pod_num_gpu[pod]), int(self.pod_gpu_milli[pod])
@@ -260,29 +295,29 @@ class PodCluster:
         return need
 
     # ------------------------------------------------------------------ changes
-    def _choose_gpus(self, pod: int, node: int) -> tuple[int, ...]:
-        k = self.pod_num_gpu.item(pod)
-        if not k:
-            return ()
-        share, free = self.pod_gpu_milli.item(pod), self.gpu_free[node].tolist()
-        # least free share first, then lowest index
-        return tuple(sorted((g for g, f in enumerate(free) if f >= share), key=lambda g: (free[g], g))[:k])
+    # Each change is one compiled call (digital_twin/pods/cluster_kernels.py) on the fast path (no
+    # GPUs given, indices in range); a refused call changed nothing, and the Python path after it
+    # only names the reason. The GPU choice is kernels._choose_and_place's (the module docstring's rule).
+    def _held_gpus(self, pod: int, k: int) -> tuple[int, ...]:
+        return tuple(self._held[pod, :k].tolist()) if k else ()
+
+    def _bind_chosen(self, pod: int, node: int) -> tuple[int, ...]:
+        k = kernels.bind(pod, node, self._state)
+        if k < 0:
+            raise AssertionError(f"cluster {self.name}: kernels.bind refused a checked bind (code {k})")
+        gpus = self.pod_gpus[pod] = self._held_gpus(pod, k)
+        return gpus
 
     def _place(self, pod: int, node: int, gpus: tuple[int, ...]) -> None:
-        self.cpu_free[node] -= self.pod_cpu.item(pod)
-        self.memory_free[node] -= self.pod_memory.item(pod)
-        for g in gpus:
-            self.gpu_free[node, g] -= self.pod_gpu_milli.item(pod)
-        self.pod_node[pod] = node
+        """Put ``pod`` on ``node`` and exactly ``gpus`` (checked by the caller, or an earlier state), off its node first."""
+        k = len(gpus)
+        if k:
+            self._gpu_buf[:k] = gpus
+        kernels.put(pod, node, self._state, k)
         self.pod_gpus[pod] = gpus
 
     def _remove(self, pod: int) -> None:
-        node = self.pod_node.item(pod)
-        self.cpu_free[node] += self.pod_cpu.item(pod)
-        self.memory_free[node] += self.pod_memory.item(pod)
-        for g in self.pod_gpus[pod]:
-            self.gpu_free[node, g] += self.pod_gpu_milli.item(pod)
-        self.pod_node[pod] = -1
+        kernels.remove(pod, self._state)
         self.pod_gpus[pod] = ()
 
     def bind(self, pod: int, node: int, gpus: Sequence[int] | None = None) -> PodChange:
@@ -291,12 +326,22 @@ class PodCluster:
         Raises:
             InfeasiblePodChangeError: the pod is not Pending or does not fit; nothing changed.
         """
+        if gpus is None and 0 <= pod < self._num_pods and 0 <= node < self._num_nodes:
+            k = kernels.bind(pod, node, self._state)
+            if k >= 0:
+                chosen = self.pod_gpus[pod] = tuple(self._held[pod, :k].tolist()) if k else ()
+                change = _new_change(PodChange, ("bind", pod, -1, node, (), chosen))
+                self.history.append(change)
+                self.binds += 1
+                return change
         gpus = None if gpus is None else tuple(int(g) for g in gpus)
         reason = self.bind_refusal(pod, node, gpus)
         if reason is not None:
             raise InfeasiblePodChangeError(f"cluster {self.name}: cannot bind: {reason}")
-        gpus = self._choose_gpus(pod, node) if gpus is None else gpus
-        self._place(pod, node, gpus)
+        if gpus is None:
+            gpus = self._bind_chosen(pod, node)
+        else:
+            self._place(pod, node, gpus)
         change = PodChange("bind", pod, -1, node, (), gpus)
         self.history.append(change)
         self.binds += 1
@@ -308,12 +353,14 @@ class PodCluster:
         Raises:
             InfeasiblePodChangeError: the pod does not run; nothing changed.
         """
-        if not 0 <= pod < self.num_pods:
+        if not 0 <= pod < self._num_pods:
             raise InfeasiblePodChangeError(f"cluster {self.name}: cannot evict: no pod {pod} (the cluster has {self.num_pods})")
-        if self.pod_node[pod] < 0:
+        held = self.pod_gpus[pod]
+        node = kernels.remove(pod, self._state)
+        if node < 0:
             raise InfeasiblePodChangeError(f"cluster {self.name}: cannot evict: pod {self.pod_names[pod]} is Pending")
-        change = PodChange("evict", pod, int(self.pod_node[pod]), -1, self.pod_gpus[pod], ())
-        self._remove(pod)
+        self.pod_gpus[pod] = ()
+        change = _new_change(PodChange, ("evict", pod, node, -1, held, ()))
         self.history.append(change)
         self.evictions += 1
         return change
@@ -324,6 +371,15 @@ class PodCluster:
         Raises:
             InfeasiblePodChangeError: the pod does not run, the node is its own, or it does not fit; nothing changed.
         """
+        if gpus is None and 0 <= pod < self._num_pods and 0 <= node < self._num_nodes:
+            src, old = self.pod_node.item(pod), self.pod_gpus[pod]
+            k = kernels.move(pod, node, self._state)
+            if k >= 0:
+                new = self.pod_gpus[pod] = tuple(self._held[pod, :k].tolist()) if k else ()
+                change = _new_change(PodChange, ("move", pod, src, node, old, new))
+                self.history.append(change)
+                self.moves += 1
+                return change
         if not 0 <= pod < self.num_pods or self.pod_node[pod] < 0:
             what = f"no pod {pod}" if not 0 <= pod < self.num_pods else f"pod {self.pod_names[pod]} is Pending"
             raise InfeasiblePodChangeError(f"cluster {self.name}: cannot move: {what}")
@@ -337,8 +393,10 @@ class PodCluster:
         if reason is not None:
             self._place(pod, src, old)
             raise InfeasiblePodChangeError(f"cluster {self.name}: cannot move: {reason}")
-        gpus_t = self._choose_gpus(pod, node) if gpus_t is None else gpus_t
-        self._place(pod, node, gpus_t)
+        if gpus_t is None:
+            gpus_t = self._bind_chosen(pod, node)
+        else:
+            self._place(pod, node, gpus_t)
         change = PodChange("move", pod, src, node, old, gpus_t)
         self.history.append(change)
         self.moves += 1
@@ -350,21 +408,21 @@ class PodCluster:
         Raises:
             IndexError: there is nothing to undo.
         """
-        if not self.history:
-            raise IndexError(f"cluster {self.name}: no change to undo")
-        change = self.history.pop()
-        if change.kind != "bind":
-            if change.kind == "move":
-                self._remove(change.pod)
-            self._place(change.pod, change.from_node, change.from_gpus)
-        else:
-            self._remove(change.pod)
-        if change.kind == "bind":
+        try:
+            change = self.history.pop()
+        except IndexError:
+            raise IndexError(f"cluster {self.name}: no change to undo") from None
+        kind, pod = change[0], change[1]
+        if kind == "bind":
+            kernels.remove(pod, self._state)
+            self.pod_gpus[pod] = ()
             self.binds -= 1
-        elif change.kind == "evict":
-            self.evictions -= 1
-        else:
-            self.moves -= 1
+        else:  # an eviction or a move: back on its node and GPUs (a moved pod is taken off the new node first)
+            self._place(pod, change[2], change[4])
+            if kind == "evict":
+                self.evictions -= 1
+            else:
+                self.moves -= 1
         return change
 
     def reset_counters(self) -> None:

@@ -141,3 +141,19 @@ def test_openb_bad_files_name_the_file_and_row(tmp_path):
         load_openb(nodes, pods)
     with pytest.raises(TraceFormatError, match=r"missing.csv: no such file"):
         load_openb(tmp_path / "missing.csv", pods)
+
+
+def test_copies_and_pickles_keep_the_arrays_on_the_changed_buffer():
+    # The public arrays are views of the buffer the compiled changes write; a deepcopy or pickle
+    # must not leave them behind as stale copies.
+    import copy
+    import pickle
+
+    c = make_cluster([(1000, 1000), (1000, 1000)], [(600, 600, 1, 1, 500), (300, 300, 0)], [0, -1], gpus=[1, 1])
+    for twin in (copy.deepcopy(c), pickle.loads(pickle.dumps(c)), c.copy()):
+        assert state(twin)[:5] == state(c)[:5]
+        twin.move(0, 1)
+        twin.bind(1, 0)
+        assert twin.pod_node.tolist() == [1, 0] and twin.cpu_free.tolist() == [700, 400]
+        assert twin.gpu_free.tolist() == [[1000], [500]] and twin.pod_gpus == [(0,), ()]
+        assert c.pod_node.tolist() == [0, -1] and c.gpu_free.tolist() == [[500], [1000]]

@@ -1,7 +1,8 @@
 """Environment steps per second, against a reference run in the same process.
 
 VMRescheduling-v0 on the real snapshots, random valid (masked) actions, observation and mask
-included in every step (the sampling of the random action is included too, for both sides):
+included in every step (the sampling of the random action is included too, for both sides: a
+uniform index into ``nonzero`` of the observation's mask, see :func:`vm_steps_per_second`):
 
 - the env as shipped (observations updated incrementally after each migration);
 - the reference: the same env rebuilding the whole observation every step (``incremental_obs=False``),
@@ -40,19 +41,28 @@ from envs.vm_sources import REAL_SNAPSHOTS, FileSource, FixedSource  # noqa: E40
 
 
 def vm_steps_per_second(env: VMReschedulingEnv, seconds: float, seed: int = 0) -> tuple[float, int]:
-    """Random masked play for ``seconds``; returns (steps/s, episodes finished)."""
+    """Random masked play for ``seconds``; returns (steps/s, episodes finished).
+
+    Each action is uniform over the valid ones of the observation's own ``action_mask`` (the
+    env's mask, already copied into the observation): its valid indices (``nonzero`` of the int8
+    mask read as bool), indexed by a uniform draw taken from a block of 200 drawn at once. That
+    is ~3 µs a step where ``rng.choice(np.flatnonzero(env.action_masks()))`` (a third copy of the
+    mask, then ``Generator.choice``'s checks) took ~12-20 µs, as much as the env's own step on a
+    large snapshot: the figure is the env's, not the sampler's. Both sides of a comparison play
+    through this one loop.
+    """
     rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed)
     steps = episodes = 0
     start = time.perf_counter()
     while True:
-        for _ in range(200):
-            action = int(rng.choice(np.flatnonzero(env.action_masks())))
-            _, _, terminated, _, _ = env.step(action)
+        for u in rng.random(200).tolist():
+            valid = obs["action_mask"].view(np.bool_).nonzero()[0]
+            obs, _, terminated, _, _ = env.step(valid.item(int(u * valid.size)))
             steps += 1
             if terminated:
                 episodes += 1
-                env.reset()
+                obs, _ = env.reset()
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return steps / elapsed, episodes

@@ -9,12 +9,14 @@ every set), and the reference is the very same snapshot with the sets removed
 (:func:`~digital_twin.vm.deployment_sets.strip_deployment_sets`), run in the same process.
 
 Each step is VMRescheduling-v0 under random valid (masked) actions, observation and mask
-included, as in ``bench/envs.py`` (the draw of the random action is timed too, for both sides).
+included, as in ``bench/envs.py`` (the draw of the random action is timed too, for both sides:
+``nonzero`` of the observation's mask indexed by a uniform draw, ~3 µs).
 The budget is the snapshot's ``maximum_migration`` (10), so an episode is ~20 steps and resets
 (a copy of the snapshot) are part of the figure.
 
-The two sides are measured in alternation, ``--rounds`` times each, and the best round of each
-side is reported (what the machine can do, less what other processes took from it).
+The two sides are measured in alternation, ``--rounds`` times each, after an untimed round each
+(numba's kernels load, or compile after a source change, at their first call), and the best
+round of each side is reported (what the machine can do, less what other processes took from it).
 
 Goal: the sets cost little next to the env itself: with sets >= 0.8x the steps/s without, and
 >= 20,000 steps/s where the snapshot without sets reaches it. ``--snapshot FILE`` measures a
@@ -29,12 +31,17 @@ generator are imported in isolation: the way to compare changes to ``digital_twi
 On a loaded machine prefer many short rounds (``--seconds 0.3 --rounds 20``): the best round of
 each side is the one least disturbed.
 
-Measured (2-core VM shared with a training job and other work, load ~1.6, OMP_NUM_THREADS=1,
-best of 20-30 rounds of 0.3 s against a checkout of a84dfc2, in the same process; the spread is
-between runs): with sets 9,200-11,500 -> 12,900-13,700 steps/s (x1.14-1.43), without
-12,400-14,300 -> 15,900-16,200 (x1.13-1.29), sets/bare 0.81. About 45 % of what remains is the
-random action's draw (``rng.choice`` over ``flatnonzero``, ~17 µs) and the eight observation copies
-(~11 µs), which both sides pay; 20,000 steps/s is not reached on this machine.
+Measured (2-core VM shared with other work, load 1.3-1.8, OMP_NUM_THREADS=1, best of 30 rounds
+of 0.3 s): with sets 47,500 steps/s, without 55,200, sets/bare 0.86 (most rounds ~43,000 and
+~51,000); in the same process against a checkout of a3435bb played through this loop, x1.29 with
+sets (37,000 ->) and x1.24 without (44,500 ->), the rest of the gain being the draw: that
+checkout's own bench, with ``rng.choice(np.flatnonzero(env.action_masks()))`` (~12-20 µs a
+step), gave 25,200 and 31,500 (0.80) a minute later. The machine's speed drifts by ~1.5x over an
+hour at the same load: compare ratios of one run, not figures of two. What a step costs now
+(py-spy, with sets): the eight observation copies ~24 % (memory bound: ~150 KB a step), the
+one compiled call per migration ~20 % (numba unboxes its 25 arrays, ~0.15 µs each in this loop,
+then the verdict pass over 3,026 VMs), the reset of every ~20 steps ~17 % (the copy of the
+snapshot ~6 %), the destinations of the selected VM ~6 %, the draw ~5 %.
 
 Run with ``OMP_NUM_THREADS=1`` on an otherwise idle machine:
 ``python bench/vm_sets.py [--seconds 2] [--rounds 3] [--against /tmp/old_env.py | /tmp/old]``.
@@ -172,6 +179,13 @@ def main() -> None:
             ref_sets = other["generate"](args.seed)
         ref_snapshots = (ref_sets, other["strip"](ref_sets))
     runs: dict[str, list[tuple[float, int]]] = {"sets": [], "bare": [], "sets_ref": [], "bare_ref": []}
+    # An untimed round per side first: numba loads (after a source change, compiles) its kernels
+    # at their first call, seconds that no round should carry.
+    for snapshot, env_class, source_class in ((with_sets, VMReschedulingEnv, FixedSource),
+                                              (without, VMReschedulingEnv, FixedSource)) + (
+            () if reference is None else ((ref_snapshots[0], reference, ref_source),
+                                          (ref_snapshots[1], reference, ref_source))):
+        steps_per_second(snapshot, 0.05, env_class=env_class, source_class=source_class)
     for _ in range(args.rounds):
         runs["sets"].append(steps_per_second(with_sets, args.seconds))
         runs["bare"].append(steps_per_second(without, args.seconds))

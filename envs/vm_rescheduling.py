@@ -13,7 +13,9 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from numba import njit
 
+import digital_twin.numba_cache  # noqa: F401  (the cache folder, before the @njit below)
 from agents.vm.plan import resolve_budget
 from digital_twin.cli import ConfigError, check_keys
 from digital_twin.vm.cluster import Cluster
@@ -26,9 +28,53 @@ HOST_FEATURES = ("free_cpu_node0", "free_cpu_node1", "free_mem_node0", "free_mem
 GLOBAL_FEATURES = ("fragment_rate", "fragment_rate_8", "fragment_rate_32", "budget_left", "phase")
 
 PHASE_PICK_VM, PHASE_PICK_DESTINATION = 0, 1
+_PACK_GLOBALS = struct.Struct(f"={2 * len(GLOBAL_FEATURES)}f")
+_TOUCHED_ROWS = 256  # migrations an episode records for its reset to rewrite only their rows (more: every row)
 
-# The float32 values a migration rewrites: a VM's first four features, a host's first six.
-_PACK_VM_ROW, _PACK_HOST_ROW = struct.Struct("=4f"), struct.Struct("=6f")
+
+@njit(cache=True)
+def _write_migration_rows(vm_features, host_features, vm_host, rows, vm, local, h0, src, dst, free_cpu, free_mem,
+                          cpu_scale, mem_scale, touched, num_touched):
+    """The observation rows a migration changed, in one compiled call: VM ``vm`` (local index
+    ``local`` of a cluster whose hosts start at ``h0``) takes its first four features from ``rows``
+    (its cluster's cached rows for its new placement) and is no longer selected; its host entry
+    is ``dst``; hosts ``src`` and ``dst`` get their free vCPU and memory per node (over the
+    scales) and ``(free mod 16) / 16`` per node. Values are computed in float64 and stored as
+    float32 (round to nearest), as :meth:`VMReschedulingEnv._rebuild_features` does with numpy.
+    ``(local, src, dst)`` goes into row ``num_touched`` of ``touched`` if it has one (see
+    :func:`_restore_rows`).
+    """
+    if num_touched < touched.shape[0]:
+        touched[num_touched, 0], touched[num_touched, 1], touched[num_touched, 2] = local, src, dst
+    for j in range(4):
+        vm_features[vm, j] = rows[local, j]
+    vm_features[vm, 6] = 0.0
+    vm_host[vm] = dst + h0
+    for side in range(2):
+        host = src if side == 0 else dst
+        row = host + h0
+        cpu0, cpu1 = free_cpu[host, 0], free_cpu[host, 1]
+        host_features[row, 0] = cpu0 / cpu_scale
+        host_features[row, 1] = cpu1 / cpu_scale
+        host_features[row, 2] = free_mem[host, 0] / mem_scale
+        host_features[row, 3] = free_mem[host, 1] / mem_scale
+        host_features[row, 4] = (cpu0 % 16) / 16.0
+        host_features[row, 5] = (cpu1 % 16) / 16.0
+
+
+@njit(cache=True)
+def _restore_rows(vm_features, host_features, vm_host, start_rows, start_hosts, start_vm_host, v0, h0, touched, n):
+    """Put back, from a cluster's rows at the start of the episode (``start_*``), the rows that the
+    ``n`` migrations recorded in ``touched`` rewrote: each ``(local VM, source host, destination
+    host)``; its VM's row and host entry, both hosts' rows (a cluster whose VMs start at ``v0``,
+    hosts at ``h0``)."""
+    for i in range(n):
+        local = touched[i, 0]
+        vm_features[v0 + local, :] = start_rows[local, :]
+        vm_host[v0 + local] = start_vm_host[local] + h0
+        for j in range(1, 3):
+            host = touched[i, j]
+            host_features[h0 + host, :] = start_hosts[host, :]
 
 
 class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -69,8 +115,9 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
     | ``action_mask`` | (n,) | int8 | valid actions now |
 
     Features depend only on the snapshot, never on the padding sizes. After a migration only the
-    moved VM's row and its two hosts' rows change, and only those are rewritten
-    (``incremental_obs=False`` rebuilds everything, for checking).
+    moved VM's row and its two hosts' rows change, and only those are rewritten; a reset to the
+    template's placement (every episode of a file or fixed source) rewrites only the rows the
+    last episode's migrations touched (``incremental_obs=False`` rebuilds everything, for checking).
 
     Every observation is new arrays (copies of the env's buffers, one ``memcpy`` each), shared
     with nothing: it stays as it was however long it is held (rollout buffers, a policy diffing
@@ -178,6 +225,10 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         self._vm_mask = np.zeros(max_vms, np.int8)
         self._host_mask = np.zeros(max_hosts, np.int8)
         self._mask = np.zeros(self.num_actions, bool)
+        self._selected_vm = np.full(1, -1, np.int64)  # obs["selected_vm"], kept with self.selected
+        self._globals = np.zeros((2, len(GLOBAL_FEATURES)), np.float32)  # obs["globals"] in phase 0 / 1
+        self._mask_token: object | None = None  # the cluster placement a phase-1 mask was read off
+        self._set_buffer_views()
         # Per cluster, its VMs' feature rows (they depend on static arrays, which copies of a
         # snapshot share): computed once per template, not per episode (see _static_rows).
         self._static_cache: dict[int, tuple] = {}
@@ -200,6 +251,8 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         if seed is not None:
             self.source.restart()  # a seeded reset must not depend on snapshots buffered earlier
         options = options or {}
+        if self.snapshot is not None and self.selected >= 0:  # (an episode cut short in phase 1)
+            self._vm_features[self.selected, 6] = 0.0  # the buffers: as the last rebuild, but the rows moves touched
         snapshot = options.get("snapshot")
         self.snapshot = snapshot.copy() if snapshot is not None else self.source(self.np_random)
         self._bind(self.snapshot)
@@ -212,14 +265,34 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         self.migrations_used = 0
         self.phase = PHASE_PICK_VM
         self.selected = -1
+        self._selected_vm[0] = -1
         self._refresh_fragment_rates()
+        self._set_globals()
         self._memory_moved = float(sum(c.memory_moved_mb for c in self._clusters))  # (changes with migrations only)
         self.fr_start = self._fr[0]
         self._rebuild_features()
         # Movable VMs per cluster, written in place into the cluster's slice of _movable.
-        self._movable_count = [c.movable_vms_into(view) for c, view in zip(self._clusters, self._movable_views)]
+        self._movable_count = [self._start_movable(c) for c in range(len(self._clusters))]
         self._set_mask()
         return self._observation(), self._info()
+
+    def _start_movable(self, c: int) -> int:
+        """Cluster ``c``'s movable VMs at reset, into its slice of ``_movable``; returns how many.
+
+        An episode that starts from its template's placement (the same placement token, as every
+        episode of a file or fixed source) copies the verdicts of the last one that did; the
+        verdicts follow the placement and the static arrays only (see :meth:`_static`), and a
+        fresh copy has nothing to refresh (``Cluster.copy`` leaves the template's caches clean).
+        """
+        cluster, view = self._clusters[c], self._movable_views[c]
+        slot = self._statics[c][4]
+        token = cluster.placement_token
+        if slot[0] is not None and slot[0][0] is token:
+            view[:] = slot[0][1]
+            return slot[0][2]
+        count = cluster.movable_vms_into(view)
+        slot[0] = (token, view.copy(), count)
+        return count
 
     def step(self, action: int):
         assert self.snapshot is not None, "call reset() before step()"
@@ -230,6 +303,7 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             if action == self.stop_action:
                 return self._observation(), 0.0, True, False, self._info(final=True)
             self.selected = action
+            self._selected_vm[0] = action
             self._vm_features[action, 6] = 1.0
             self.phase = PHASE_PICK_DESTINATION
             self._set_mask()
@@ -239,20 +313,28 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
         c = self._vm_cluster[vm]
         cluster = self._clusters[c]
         fr_before = self._fr[0]
-        move = cluster.migrate(vm - self._vm_offset[c], host - self._host_offset[c], placement)
+        # Only the migrated VM's cluster changed: the other clusters' movable VMs stand.
+        if cluster.placement_token is self._mask_token:
+            # The mask is the VM's feasible destinations in this very placement: no need to check
+            # again; the move and the cluster's movable VMs are one compiled call.
+            move, self._movable_count[c] = cluster.migrate_feasible_into(
+                vm - self._vm_offset[c], host - self._host_offset[c], placement, self._movable_views[c])
+        else:  # (the cluster was changed behind the env's back since: the twin checks the move)
+            move = cluster.migrate(vm - self._vm_offset[c], host - self._host_offset[c], placement)
+            self._movable_count[c] = cluster.movable_vms_into(self._movable_views[c])
         self.migrations_used += 1
         self._refresh_fragment_rates()
+        self._set_globals()
         self._memory_moved = float(sum(c.memory_moved_mb for c in self._clusters))
         reward = fr_before - self._fr[0]
         if self.incremental_obs:
-            self._update_features(c, vm, move.from_host, move.to_host)
+            self._update_features(c, vm, move.from_host, move.to_host, placement)
         else:
             self._rebuild_features()
-        self._vm_features[vm, 6] = 0.0
+            self._vm_features[vm, 6] = 0.0
         self.selected = -1
+        self._selected_vm[0] = -1
         self.phase = PHASE_PICK_VM
-        # Only the migrated VM's cluster changed: the other clusters' movable VMs stand.
-        self._movable_count[c] = cluster.movable_vms_into(self._movable_views[c])
         terminated = self.migrations_used >= self.budget or not any(self._movable_count)
         self._set_mask()
         info = self._info(final=terminated)
@@ -295,11 +377,26 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             self._host_mask[:num_hosts] = 1
             self._movable = np.zeros(num_vms, bool)
             self._set_views()
+            self._set_touched()
         # Scales from the snapshot itself, so features never depend on padding.
-        statics = [self._static(c) for c in clusters]
+        statics = self._statics = [self._static(c) for c in clusters]
         self._cpu_scale = float(max(int(e[1]) for c, e in zip(clusters, statics) if c.num_hosts))
         self._mem_scale = float(max(float(e[2]) for c, e in zip(clusters, statics) if c.num_hosts))
         self._rows = [self._static_rows(c, e) for c, e in zip(clusters, statics)]
+
+    def _set_buffer_views(self) -> None:
+        """The action mask as int8, the observation's dtype (the same bytes), for its copies."""
+        self._mask_int8 = self._mask.view(np.int8)
+
+    def _set_touched(self) -> None:
+        """Per cluster, ``(placement token, rows entry)`` of the cached rows the buffers hold (None:
+        unknown) but for the rows the migrations since rewrote, and those migrations ``(local VM,
+        source host, destination host)`` (a buffer of ``_TOUCHED_ROWS``, and how many: past it,
+        every row is rewritten): a reset to that placement at those scales rewrites only those
+        rows (:meth:`_rebuild_features`)."""
+        self._buffer_base: list[tuple | None] = [None] * len(self._layout)
+        self._touched = [np.zeros((_TOUCHED_ROWS, 3), np.int64) for _ in self._layout]
+        self._num_touched = [0] * len(self._layout)
 
     def _set_views(self) -> None:
         """Each cluster's slice of ``_movable`` and of the action mask (its destinations, as (H, 2))."""
@@ -309,18 +406,30 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
 
     # Pickling (checkpoints, deepcopy): views would come back as separate copies, so they are
     # dropped and rebuilt over the unpickled buffers.
-    _VIEWS = ("_movable_views", "_dest_views")
+    _VIEWS = ("_movable_views", "_dest_views", "_mask_int8")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._VIEWS}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "_selected_vm" not in state:  # pickled before obs["selected_vm"] had its buffer
+            self._selected_vm = np.full(1, getattr(self, "selected", -1), np.int64)
+            self._mask_token = None  # (nor was the mask's placement kept: its next move is checked)
+        if "_touched" not in state and self._layout is not None:  # (nor the rows moves touched: rebuilt at reset)
+            self._set_touched()
+        if "_globals" not in state:
+            self._globals = np.zeros((2, len(GLOBAL_FEATURES)), np.float32)
+            if self.snapshot is not None:
+                self._set_globals()
+        self._set_buffer_views()
         if self._layout is not None:
             self._set_views()
 
     def _static(self, cluster: Cluster) -> tuple:
-        """``(arrays, largest NUMA vCPU, largest NUMA memory, rows by scales)`` of a cluster's static data.
+        """``(arrays, largest NUMA vCPU, largest NUMA memory, rows by scales, [movable VMs at a placement])``
+        of a cluster's static data (the last: ``(placement token, verdicts, count)`` or None, see
+        :meth:`_start_movable`).
 
         Copies of a snapshot share their static arrays (``Cluster.copy``), so the entry of a
         template serves every episode drawn from it; an entry is found by the identity of those
@@ -333,7 +442,8 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             if len(self._static_cache) >= 16:  # generated sources: every snapshot is new, keep few
                 self._static_cache.clear()
             empty = not cluster.num_hosts
-            entry = (arrays, 0 if empty else cluster.numa_cpu_total.max(), 0.0 if empty else cluster.numa_mem_total.max(), {})
+            entry = (arrays, 0 if empty else cluster.numa_cpu_total.max(),
+                     0.0 if empty else cluster.numa_mem_total.max(), {}, [None])
             self._static_cache[id(cluster.vm_cpu)] = entry
         return entry
 
@@ -379,13 +489,15 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
     # ------------------------------------------------------------------ masks
     def _set_mask(self) -> None:
         mask = self._mask
-        mask[:] = False
+        mask.fill(False)
         if self.phase == PHASE_PICK_VM:
             mask[: self.num_vms] = self._movable
             mask[self.stop_action] = True
             return
         c = self._vm_cluster[self.selected]
-        self._clusters[c].feasible_destinations(self.selected - self._vm_offset[c], out=self._dest_views[c])
+        cluster = self._clusters[c]
+        cluster.feasible_destinations(self.selected - self._vm_offset[c], out=self._dest_views[c])
+        self._mask_token = cluster.placement_token  # the placement this mask was read off
 
     def _invalid(self, action: int):
         if self.phase == PHASE_PICK_VM:
@@ -427,12 +539,23 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             canonical, swapped, last = variants
             rows = vm_features[v0: v0 + cluster.num_vms]
             hosts = host_features[h0: h0 + cluster.num_hosts]
-            np.add(cluster.vm_host, h0, out=vm_host[v0: v0 + cluster.num_vms])
             token = cluster.placement_token
+            touched, self._num_touched[c] = self._num_touched[c], 0
             if last is not None and last[0] is token:  # the placement of the last rebuild: its rows
-                rows[:] = last[1]
-                hosts[:] = last[2]
+                base = self._buffer_base[c]
+                if base is not None and base[0] is token and base[1] is variants and touched <= _TOUCHED_ROWS:
+                    # Still in the buffers, but for the rows the migrations since rewrote.
+                    if touched:
+                        _restore_rows(vm_features, host_features, vm_host, last[1], last[2], cluster.vm_host,
+                                      v0, h0, self._touched[c], touched)
+                else:
+                    rows[:] = last[1]
+                    hosts[:] = last[2]
+                    np.add(cluster.vm_host, h0, out=vm_host[v0: v0 + cluster.num_vms])
+                    self._buffer_base[c] = (token, variants)
                 continue
+            self._buffer_base[c] = None
+            np.add(cluster.vm_host, h0, out=vm_host[v0: v0 + cluster.num_vms])
             rows[:] = canonical
             swap = np.flatnonzero(cluster.vm_placement == 1)
             if swap.size:
@@ -444,44 +567,42 @@ class VMReschedulingEnv(gym.Env[dict[str, np.ndarray], int]):
             hosts[:, 6] = cluster.host_active
             if self.incremental_obs:  # (rebuilding every step, there is no episode start to keep)
                 variants[2] = (token, rows.copy(), hosts.copy())
+                self._buffer_base[c] = (token, variants)
         vm_features[self.num_vms:] = 0.0
         host_features[self.num_hosts:] = 0.0
         vm_host[self.num_vms:] = 0
         if self.selected >= 0:
             vm_features[self.selected, 6] = 1.0
 
-    def _update_features(self, c: int, vm: int, src: int, dst: int) -> None:
-        """Rewrite the rows a migration changed: the VM's and its old and new host's."""
+    def _update_features(self, c: int, vm: int, src: int, dst: int, placement: int) -> None:
+        """Rewrite the rows a migration changed: the VM's (now at ``placement``, no longer
+        selected) and its old and new host's (one compiled call: :func:`_write_migration_rows`)."""
         cluster = self._clusters[c]
-        local = vm - self._vm_offset[c]
-        h0 = self._host_offset[c]
-        canonical, swapped, _ = self._rows[c]
-        # struct packs Python floats into the float32 buffers in place (rounding as numpy's cast
-        # does): several times faster than numpy's indexing for these few values.
-        row = (swapped if cluster.vm_placement.item(local) == 1 else canonical)[local, :4].tolist()
-        _PACK_VM_ROW.pack_into(self._vm_features, 4 * len(VM_FEATURES) * vm, *row)
-        self._vm_host[vm] = dst + h0
-        cs, ms = self._cpu_scale, self._mem_scale
-        free_cpu, free_mem, host_features = cluster.free_cpu, cluster.free_mem, self._host_features
-        for host in (src, dst):
-            cpu0, cpu1 = free_cpu.item(host, 0), free_cpu.item(host, 1)
-            mem0, mem1 = free_mem.item(host, 0), free_mem.item(host, 1)
-            _PACK_HOST_ROW.pack_into(host_features, 4 * len(HOST_FEATURES) * (host + h0),
-                                     cpu0 / cs, cpu1 / cs, mem0 / ms, mem1 / ms, (cpu0 % 16) / 16.0, (cpu1 % 16) / 16.0)
+        n = self._num_touched[c]
+        _write_migration_rows(self._vm_features, self._host_features, self._vm_host, self._rows[c][placement],
+                              vm, vm - self._vm_offset[c], self._host_offset[c], src, dst, cluster.free_cpu,
+                              cluster.free_mem, self._cpu_scale, self._mem_scale, self._touched[c], n)
+        self._num_touched[c] = n + 1
+
+    def _set_globals(self) -> None:
+        """``obs["globals"]`` of both phases (FR and budget left change with migrations only), into
+        ``_globals`` (2, 5): struct packs the Python floats as float32, rounding as numpy's cast does."""
+        left = (self.budget - self.migrations_used) / self.budget
+        fr16, fr8, fr32 = self._fr
+        _PACK_GLOBALS.pack_into(self._globals, 0, fr16, fr8, fr32, left, float(PHASE_PICK_VM),
+                                fr16, fr8, fr32, left, float(PHASE_PICK_DESTINATION))
 
     def _observation(self) -> dict[str, np.ndarray]:
-        globals_ = np.array([
-            *self._fr, (self.budget - self.migrations_used) / self.budget, float(self.phase),
-        ], dtype=np.float32)
+        globals_ = self._globals[self.phase].copy()
         return {
             "vm_features": self._vm_features.copy(),
             "host_features": self._host_features.copy(),
             "vm_host": self._vm_host.copy(),
             "vm_mask": self._vm_mask.copy(),
             "host_mask": self._host_mask.copy(),
-            "selected_vm": np.array([self.selected], dtype=np.int64),
+            "selected_vm": self._selected_vm.copy(),
             "globals": globals_,
-            "action_mask": self._mask.view(np.int8).copy(),  # the same bytes as int8: a copy, no conversion
+            "action_mask": self._mask_int8.copy(),  # the same bytes as int8: a copy, no conversion
         }
 
     def _info(self, final: bool = False) -> dict[str, Any]:

@@ -19,8 +19,14 @@ per set and VM shape, how many hosts that fit the shape the set occupies; a migr
 the moved VM's sets and the two hosts it touched, so the masks of all set members stay one pass
 (:meth:`Cluster.movable_vms`) however many sets there are. The occupancy is updated by the move
 itself; the per-set counts it implies are deferred to the next compiled refresh, which every
-reader of those counts goes through first (one compiled call per migration for a per-step caller,
-:meth:`Cluster.movable_vms_into`).
+reader of those counts goes through first. A VM's destinations are its shape's cached capacity
+fit, less the hosts (racks) its sets' members hold (:meth:`Cluster.feasible_destinations`).
+
+Per-step callers. :meth:`Cluster.migrate_feasible_into` is the env's call per migration: the move
+(capacity, fragment sums, placement, set occupancy), the refresh of the two hosts it touched and
+every VM's "can it move" verdict, in one compiled call (:mod:`~digital_twin.vm.cluster_kernels`),
+without the checks of :meth:`Cluster.migrate` for a move read off the current mask. The verdicts
+are read from a small table of (set, shape) cells, one int32 per VM, rebuilt per call.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from digital_twin.vm.cluster_kernels import (destinations_mask, movable_by_shape, refresh_fit_counts,
+from digital_twin.vm.cluster_kernels import (destinations_from_fit, migrate_refresh, migrate_refresh_single_sets,
+                                             movable_from_cells, move_capacity, move_vm, refresh_fit_counts,
                                              refresh_movable, refresh_movable_single_sets, refresh_shape_hosts)
 from digital_twin.vm.metrics import FRAGMENT_SIZES, fragment_rate, free_from_placements, type_fit_counts
 
@@ -79,16 +86,44 @@ class Migration(NamedTuple):
 
 _new_tuple = tuple.__new__
 _NO_COUNTS = np.zeros((0, 0), dtype=np.int64)  # stands in for the set counts of a cluster that has none built
-_NO_SETS = (np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))  # the memberships of a VM in no set
+_NO_SETS = np.zeros(0, dtype=np.int64)  # the memberships of a VM in no set (read only)
 _NO_HOSTS = np.zeros(0, dtype=np.int64)  # no host to refresh (read only by the kernels)
+_HOST_BUFFER = 8  # touched hosts a cluster hands its compiled refresh through a reused buffer (more: a new array)
 _NO_PENDING = np.zeros((0, 4), dtype=np.int64)  # no deferred set-count change (read only)
+_NO_FIT = np.zeros((0, 0), dtype=bool)  # stands in for the shape fit where nothing reads it (read only)
 _PENDING_ROWS = 64  # deferred set-count changes a cluster holds before it applies them
 
 
-def _membership_arrays(memb: dict[int, tuple[tuple[bool, int], ...]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each VM's deployment sets as the compiled masks take them: (rack granularity? (m,), index in its group (m,))."""
-    return {v: (np.array([r for r, _ in keys], dtype=bool), np.array([s for _, s in keys], dtype=np.int64))
-            for v, keys in memb.items()}
+def _membership_arrays(memb: dict[int, tuple[tuple[bool, int], ...]], num_host_sets: int) -> dict[int, np.ndarray]:
+    """Each VM's deployment sets as the compiled masks take them: (m,) rows of the member lists
+    (host sets first, then rack sets: ``num_host_sets + index in its group``)."""
+    return {v: np.array([num_host_sets + s if r else s for r, s in keys], dtype=np.int64) for v, keys in memb.items()}
+
+
+def _member_lists(groups: tuple[list[np.ndarray], list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The sets' members as one CSR list, host sets then rack sets: (starts (S + 1,), members)."""
+    every = groups[0] + groups[1]
+    sizes = [len(m) for m in every]
+    starts = np.zeros(len(every) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    members = np.concatenate(every).astype(np.int64) if every else np.zeros(0, dtype=np.int64)
+    return starts, members
+
+
+def _presence_bits(present: np.ndarray) -> np.ndarray:
+    """(H, S) bool as (H, ceil(S / 64)) uint64: bit ``s % 64`` of word ``s // 64`` is ``present[h, s]``."""
+    rows, sets = present.shape
+    words = max(1, -(-sets // 64))
+    padded = np.zeros((rows, words * 64), dtype=bool)
+    padded[:, :sets] = present
+    packed = np.packbits(padded.reshape(rows, words, 64), axis=2, bitorder="little")  # (H, W, 8), byte j: bits 8j..
+    return np.ascontiguousarray(packed).view("<u8").reshape(rows, words).astype(np.uint64)
+
+
+def _presence_matrix(bits: np.ndarray, sets: int) -> np.ndarray:
+    """:func:`_presence_bits` undone: (H, W) uint64 as (H, ``sets``) bool."""
+    as_bytes = np.ascontiguousarray(bits.astype("<u8")).view(np.uint8).reshape(bits.shape[0], -1)
+    return np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :sets].astype(bool)
 
 
 def _flat_view(array: np.ndarray) -> memoryview:
@@ -283,7 +318,8 @@ class Cluster:
                 memb.setdefault(m, []).append(key)
         self._set_members = groups
         self._vm_memb: dict[int, tuple[tuple[bool, int], ...]] = {v: tuple(k) for v, k in memb.items()}
-        self._vm_memb_arrays = _membership_arrays(self._vm_memb)
+        self._vm_memb_arrays = _membership_arrays(self._vm_memb, len(groups[0]))
+        self._member_start, self._member_vms = _member_lists(groups)  # every set's members, for the masks
         self._has_sets = bool(memb)
         # Memberships (VM, set) in VM order, a VM's sets contiguous: the vectorised masks reduce over
         # them per VM (np.*.reduceat from _p_start).
@@ -309,43 +345,54 @@ class Cluster:
         self._p_shape = shape
         self._set_shape = self.vm_shape[self._set_vms]
         # Occupancy, unit-major so that the sets present on one host (rack) are one contiguous row:
-        # (H, S_h) members of each host set per host, (R, S_r) members of each rack set per rack.
-        # The narrowest integer that holds any count (at most the largest set's size): they are
-        # copied with every episode's snapshot.
+        # (H, ceil(S_h / 64)) uint64 bits, which host sets have a member on each host (a count
+        # per (host, set) would be a byte each: 150 KB on 1,010 hosts with 150 sets, copied with
+        # every episode's snapshot; a move counts the set's other members on its two hosts
+        # instead), and (R, S_r) members of each rack set per rack, in the narrowest integer that
+        # holds any count (at most the largest set's size).
         where = self.vm_host[self._p_vm]
         largest = max((len(m) for group in groups for m in group), default=0)
         dtype = np.int8 if largest < 2**7 else np.int16 if largest < 2**15 else np.int32 if largest < 2**31 else np.int64
-        self._occ_h = np.bincount(where[hp] * nh + self._p_set[hp], minlength=num_hosts * nh) \
-            .reshape(num_hosts, nh).astype(dtype)
+        self._occ_hp = _presence_bits(np.bincount(where[hp] * nh + self._p_set[hp], minlength=num_hosts * nh)
+                                      .reshape(num_hosts, nh) > 0)
         self._occ_r = np.bincount(self._rack_code[where[rp]] * nr + self._p_set[rp], minlength=num_racks * nr) \
             .reshape(num_racks, nr).astype(dtype)
         # (rack, rack set) cells holding two members or more: none in a state that satisfies the sets.
         self._rack_crowded = int((self._occ_r >= 2).sum())
-        if not self._multi:
-            # One set at most per VM: movable_vms reads every VM's set verdict from one table
-            # [per (set, shape) | True for VMs in no set] with one take.
-            cell = np.full(num_vms, (nh + nr) * k, dtype=np.int64)
-            cell[self._p_vm[hp]] = self._hp_sk
-            cell[self._rp_vm] = self._rp_sk
-            self._vm_set_cell = cell
         # Built with the shape masks (_build_set_fit): fitting hosts per rack, and per (set, shape)
         # the fitting hosts the set occupies (its hosts, or the hosts of its racks).
         self._rack_fit: np.ndarray | None = None  # (K, R)
         self._nbf: np.ndarray | None = None  # (S_h + S_r, K): host sets, then rack sets
-        # Set-count changes deferred by migrations (_move_in_sets): a buffer made on first use.
+        # Set-count changes deferred by migrations (_move): a buffer made on first use.
         self._pending: np.ndarray | None = None  # (n, 4) int64
-        self._pending_flat: memoryview | None = None
         self._num_pending = 0
-        self._set_set_views()
+        self._build_cells()
 
-    def _set_set_views(self) -> None:
-        # Flat memoryviews of the set counters for the scalar updates of one migration (see
-        # _flat_view), and the host-set and rack-set halves of _nbf (views: rebuilt, never pickled).
-        self._occ_h_flat, self._occ_r_flat = _flat_view(self._occ_h), _flat_view(self._occ_r)
-        if self._nbf is None:
-            self._nbf_h = self._nbf_r = None
-        else:
-            self._nbf_h, self._nbf_r = self._nbf[: self._num_host_sets], self._nbf[self._num_host_sets:]
+    def _build_cells(self) -> None:
+        """Each VM's verdict cell for the compiled movable pass, and the rack-set memberships as its
+        second look reads them.
+
+        ``_vm_cell`` (V,): with one set at most per VM, ``s * K + k`` for a member of host set
+        ``s`` of shape ``k``; ``S_h * K + k`` for a VM in no host set (``k`` alone when some VM is
+        in several sets: the kernel's shape cells, the sets then checked apart); the cell after
+        them for a VM that may not migrate (see :func:`~digital_twin.vm.cluster_kernels.movable_from_cells`).
+        ``_rp_table`` (m, 6): ``(vm, set, shape, (S_h + set) * K + shape, shape * H, shape * R)`` per
+        rack-set membership (:func:`~digital_twin.vm.cluster_kernels.rack_second_look`).
+        """
+        k = self._num_shapes
+        single = self._has_sets and not self._multi
+        base = self._num_host_sets * k if single else 0
+        cell = base + self.vm_shape
+        if single and len(self._hp):
+            cell[self._p_vm[self._hp]] = self._hp_sk
+        cell[~self.vm_allow_migration] = base + k
+        self._vm_cell = cell.astype(np.int32 if base + k < 2**31 else np.int64)
+        shape = self._p_shape[self._rp]
+        self._rp_table = np.ascontiguousarray(
+            np.stack([self._rp_vm, self._rp_set, shape, self._rp_sk, self._rp_kh, self._rp_kr], axis=1), dtype=np.int64
+        ).reshape(-1, 6)
+        self._host_buf: np.ndarray | None = None  # (made on first use: see _dirty_host_array)
+        self._host_buf_view: memoryview | None = None
 
     def _build_set_fit(self) -> None:
         """From scratch, the per-set counts of fitting hosts behind the set members' masks."""
@@ -356,11 +403,10 @@ class Cluster:
             .reshape(num_shapes, num_racks).astype(np.int64)
         # Float matmuls (BLAS) of 0/1 matrices: integer counts, exact in float64.
         self._nbf = np.concatenate([
-            (self._occ_h > 0).T.astype(np.float64) @ any_fit.T.astype(np.float64),
+            _presence_matrix(self._occ_hp, self._num_host_sets).T.astype(np.float64) @ any_fit.T.astype(np.float64),
             (self._occ_r > 0).T.astype(np.float64) @ self._rack_fit.T.astype(np.float64),
         ]).astype(np.int64)
         self._num_pending = 0  # (counted from the occupancy as it is)
-        self._set_set_views()
 
     def _build_shapes(self) -> None:
         # VMs of the same (span, usage) have the same feasible destinations; grouping them lets
@@ -375,11 +421,10 @@ class Cluster:
         self.vm_shape = self.vm_shape.reshape(-1).astype(np.int64)
         self._shape_span = shapes[:, 0].astype(np.int64)
         self._shape_cpu = shapes[:, 1:3].astype(np.int64)
-        self._shape_mem = shapes[:, 3:5]
+        self._shape_mem = np.ascontiguousarray(shapes[:, 3:5])
         self._split_shapes = np.flatnonzero(self._shape_span == 2)
         self._shape_split = self._shape_span == 2
         self._vm_shape_row = self.vm_shape * len(self.host_ids)  # row offset into a flat (K*H,) array
-        self._all_allowed = bool(self.vm_allow_migration.all())
 
     # ------------------------------------------------------------------ feasibility
     def feasible_destinations(self, vm: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -403,10 +448,12 @@ class Cluster:
             out[:] = False
             return out
         mask = np.empty((self._num_hosts, 2), dtype=bool) if out is None else out
-        rack, sets = self._vm_memb_arrays.get(vm, _NO_SETS)
-        destinations_mask(mask, self.free_cpu, self.free_mem, self.host_active, self.vm_cpu[vm], self.vm_mem[vm],
-                          self._vm_span_l[vm] == 2, self.vm_host.item(vm), rack, sets, self._rack_code,
-                          self._occ_h, self._occ_r)
+        if self._shape_fit is None or self._shape_dirty:
+            self._shape_masks()  # the per-shape capacity feasibility, current on every host
+        # The VM's shape row of it, less its own host and the hosts (racks) its sets' members hold.
+        destinations_from_fit(mask, self._shape_fit, self.vm_shape.item(vm), vm, self._vm_memb_arrays.get(vm, _NO_SETS),
+                              self._num_host_sets, self._member_start, self._member_vms, self.vm_host,
+                              self._rack_code, self._num_racks)
         return mask
 
     def _anti_affinity_blocked(self, vm: int) -> np.ndarray:
@@ -421,10 +468,22 @@ class Cluster:
             if rack:
                 row = self._rack_blocked(vm, s)[self._rack_code]
             else:
-                row = self._occ_h[:, s] > 0
-                row[own] = self._occ_h.item(own, s) > 1
+                occ = self._host_set_occupancy(np.array([s]))[0]
+                row = occ > 0
+                row[own] = occ[own] > 1
             blocked = row if blocked is None else blocked | row
         return np.zeros(self._num_hosts, dtype=bool) if blocked is None else blocked
+
+    def _host_set_occupancy(self, sets: np.ndarray) -> np.ndarray:
+        """(len(sets), H) int64: the members of each of the host sets ``sets`` on each host, counted
+        from the placement (the cluster keeps only which sets are present where: ``_occ_hp``)."""
+        sets = np.asarray(sets, dtype=np.int64)
+        start = self._member_start
+        lens = start[sets + 1] - start[sets]
+        before = np.cumsum(lens) - lens
+        pos = np.repeat(start[sets] - before, lens) + np.arange(int(lens.sum()))
+        cells = np.repeat(np.arange(len(sets)), lens) * self._num_hosts + self.vm_host[self._member_vms[pos]]
+        return np.bincount(cells, minlength=len(sets) * self._num_hosts).reshape(len(sets), self._num_hosts)
 
     def _rack_blocked(self, vm: int, s: int) -> np.ndarray:
         """(R,) bool: racks that rack set ``s`` closes to its member ``vm`` (its own only if shared)."""
@@ -449,7 +508,7 @@ class Cluster:
         rows = np.empty((len(p), self._num_hosts), dtype=bool)
         i = np.flatnonzero(~rack)
         if len(i):
-            occ = self._occ_h[:, sets[i]].T
+            occ = self._host_set_occupancy(sets[i])
             occ[np.arange(len(i)), own[i]] -= 1  # the VM itself blocks nothing
             rows[i] = occ > 0
         i = np.flatnonzero(rack)
@@ -504,7 +563,7 @@ class Cluster:
     def _refresh_shape_hosts(self, hosts: set[int]) -> None:
         """Re-evaluate every shape on a few hosts (a migration touches two), and the set counts that follow.
 
-        The set-count changes migrations deferred are applied first (see :meth:`_move_in_sets`).
+        The set-count changes migrations deferred are applied first (see :meth:`_move`).
         """
         track = self._nbf is not None  # the per-set fit counts follow every change of "shape fits host"
         none = _NO_COUNTS  # (the kernel's arguments need arrays even when there are no set counts)
@@ -512,7 +571,7 @@ class Cluster:
         refresh_shape_hosts(np.fromiter(hosts, np.int64, len(hosts)), self.free_cpu, self.free_mem, self.host_active,
                             self._shape_cpu, self._shape_mem, self._shape_split, self._shape_fit, self._shape_any,
                             self._shape_count, track, self._rack_code, self._rack_fit if track else none,
-                            self._occ_h, self._occ_r, self._nbf if track else none, pending, self._num_pending)
+                            self._occ_hp, self._occ_r, self._nbf if track else none, pending, self._num_pending)
         self._num_pending = 0
 
     def movable_vms(self, out: np.ndarray | None = None) -> np.ndarray:
@@ -533,31 +592,42 @@ class Cluster:
         """
         if self._shape_fit is None or (self._has_sets and self._multi):
             self._shape_masks()  # built from scratch, or (several sets per VM) refreshed here
-        if self._shape_dirty:
-            hosts = np.fromiter(self._shape_dirty, np.int64, len(self._shape_dirty))
-            self._shape_dirty.clear()
-        else:
-            hosts = _NO_HOSTS
+        dirty = self._shape_dirty
+        num_hosts = len(dirty)
+        hosts = self._dirty_host_array(dirty) if num_hosts else _NO_HOSTS
+        dirty.clear()
         # A VM is movable if its shape fits some host other than its own (and its sets leave one open).
         if not self._has_sets:
-            return refresh_movable(out, hosts, self.free_cpu, self.free_mem, self.host_active, self._shape_cpu,
-                                   self._shape_mem, self._shape_split, self._shape_fit, self._shape_any,
-                                   self._shape_count, self.vm_shape, self.vm_host, self.vm_allow_migration,
-                                   self._all_allowed)
+            return refresh_movable(out, hosts, num_hosts, self.free_cpu, self.free_mem, self.host_active,
+                                   self._shape_cpu, self._shape_mem, self._shape_split, self._shape_fit,
+                                   self._shape_any, self._shape_count, self._vm_cell, self.vm_host)
         if not self._multi:
             num_pending, self._num_pending = self._num_pending, 0
             return refresh_movable_single_sets(
-                out, hosts, self.free_cpu, self.free_mem, self.host_active, self._shape_cpu, self._shape_mem,
-                self._shape_split, self._shape_fit, self._shape_any, self._shape_count, self.vm_shape, self.vm_host,
-                self.vm_allow_migration, self._all_allowed, self._rack_code, self._rack_fit, self._occ_h, self._occ_r,
-                self._nbf, self._pending if num_pending else _NO_PENDING, num_pending, self._vm_set_cell,
-                self._num_host_sets * self._num_shapes, self._rp_vm, self._rp_set, self._rp_kh, self._rp_kr,
-                self._rack_crowded > 0)
+                out, hosts, num_hosts, self.free_cpu, self.free_mem, self.host_active, self._shape_cpu,
+                self._shape_mem, self._shape_split, self._shape_fit, self._shape_any, self._shape_count,
+                self._rack_code, self._rack_fit, self._occ_hp, self._occ_r, self._nbf,
+                self._pending if num_pending else _NO_PENDING, num_pending, self._vm_cell, self.vm_host,
+                self._rp_table, self._rack_crowded > 0)
         # Some VM is in two sets or more: bounds, then a host-by-host look where unsure.
-        movable_by_shape(self.vm_shape, self.vm_host, self.vm_allow_migration, self._all_allowed,
-                         self._shape_any, self._shape_count, out)
+        movable_from_cells(out, self._vm_cell, self.vm_host, self._shape_any, self._shape_count, _NO_COUNTS, 0)
         out[self._set_vms] &= self._set_vms_movable()
         return int(np.count_nonzero(out))
+
+    def _dirty_host_array(self, dirty: set[int]) -> np.ndarray:
+        """The hosts in ``dirty`` as an int64 array for a compiled refresh: the first ``len(dirty)``
+        entries of a buffer the cluster reuses (a migration touches two), or a new array if more."""
+        if len(dirty) > _HOST_BUFFER:
+            return np.fromiter(dirty, np.int64, len(dirty))
+        view = self._host_buf_view
+        if view is None:
+            self._host_buf = np.zeros(_HOST_BUFFER, dtype=np.int64)
+            view = self._host_buf_view = memoryview(self._host_buf)
+        i = 0
+        for host in dirty:
+            view[i] = host
+            i += 1
+        return self._host_buf
 
     def _rack_avail(self) -> np.ndarray:
         """Per rack-set membership: fitting hosts open to the VM as far as that set is concerned.
@@ -621,6 +691,9 @@ class Cluster:
         cpu, mem = self._vm_cpu_t[vm], self._vm_mem_t[vm]
         base = 2 * host
         free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
+        if free_cpu is None:
+            self._set_flat_views()
+            free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
         for part in self._vm_parts[vm]:
             node = part ^ placement
             if cpu[part] > free_cpu[base + node] or mem[part] > free_mem[base + node]:
@@ -638,7 +711,7 @@ class Cluster:
                 r = self._rack_code_l[host]
                 taken = self._occ_r.item(r, s) - (r == self._rack_code_l[own])
             else:
-                taken = self._occ_h.item(host, s)
+                taken = (int(self._occ_hp.item(host, s >> 6)) >> (s & 63)) & 1
             if taken <= 0:
                 continue
             # Refusal path only: find the member in the way, for the message.
@@ -673,6 +746,16 @@ class Cluster:
         reason = self.check_migration(vm, host, placement)
         if reason is not None:
             raise InfeasibleMigrationError(f"cluster {self.name}: cannot migrate: {reason}")
+        return self.migrate_feasible(vm, host, placement)
+
+    def migrate_feasible(self, vm: int, host: int, placement: int = 0) -> Migration:
+        """:meth:`migrate` without its checks, for a move known feasible in the current state.
+
+        For a caller that took ``(host, placement)`` from :meth:`feasible_destinations` of ``vm``
+        with no migration since (the env, whose action mask is exactly that): the checks would
+        only repeat it. Anything else must go through :meth:`migrate`: an infeasible move made
+        here breaks the cluster's invariants, silently.
+        """
         src, src_place, mem = self.vm_host.item(vm), self.vm_placement.item(vm), self._vm_mem_total[vm]
         # tuple.__new__ skips NamedTuple's Python-level constructor (a third of a migration's cost).
         move = _new_tuple(Migration, (vm, src, src_place, host, placement, mem))
@@ -695,83 +778,98 @@ class Cluster:
         return move
 
     def _move(self, vm: int, src: int, src_place: int, dst: int, dst_place: int) -> None:
-        """Move without checks, updating free capacity and the fragment sums of the touched nodes."""
-        cpu, mem = self._vm_cpu_t[vm], self._vm_mem_t[vm]
-        free_cpu, free_mem = self._free_cpu_flat, self._free_mem_flat
-        d_free = d8 = d16 = d32 = 0  # FRAGMENT_SIZES, unrolled: this is the per-migration hot path
-        for host, place, sign in ((src, src_place, 1), (dst, dst_place, -1)):
-            counted = self._active_l[host]
-            for part in self._vm_parts[vm]:
-                i = 2 * host + (part ^ place)
-                old = free_cpu[i]
-                new = old + sign * cpu[part]
-                free_cpu[i] = new
-                free_mem[i] = free_mem[i] + sign * mem[part]
-                if counted:
-                    d_free += new - old
-                    d8 += new % 8 - old % 8
-                    d16 += new % 16 - old % 16
-                    d32 += new % 32 - old % 32
+        """Move without checks: free capacity, placement, fragment sums and set occupancy, in one compiled call.
+
+        The deployment sets' occupancy moves with the VM. A set's count of fitting hosts changes
+        only when a host (rack) becomes or stops being occupied; it is kept against the cached fit,
+        which :meth:`_refresh_shape_hosts` brings up to date. That change is deferred: ``(nbf row,
+        unit, sign, rack?)`` goes into ``_pending``, and the next refresh (the compiled call that
+        every reader of the counts goes through first) applies it against the fit cached until
+        then, before re-evaluating the touched hosts: the same sums as applying it here. A full
+        buffer is applied first (see :func:`~digital_twin.vm.cluster_kernels.move_vm`).
+        """
+        (cpu0, cpu1), (mem0, mem1) = self._vm_cpu_t[vm], self._vm_mem_t[vm]
+        rows = self._vm_memb_arrays.get(vm)
+        if rows is None:  # (in no set: the capacity part alone, fewer arrays to pass)
+            d_free, d8, d16, d32 = move_capacity(vm, src, src_place, dst, dst_place, cpu0, cpu1, mem0, mem1,
+                                                 self.free_cpu, self.free_mem, self.host_active, self.vm_host,
+                                                 self.vm_placement)
+        else:
+            track = self._nbf is not None
+            if track:
+                pending = self._pending_buffer(len(rows))
+                nbf, rack_fit, any_fit = self._nbf, self._rack_fit, self._shape_any
+            else:
+                pending, nbf, rack_fit, any_fit = _NO_PENDING, _NO_COUNTS, _NO_COUNTS, _NO_FIT
+            d_free, d8, d16, d32, crowded, self._num_pending = move_vm(
+                vm, src, src_place, dst, dst_place, cpu0, cpu1, mem0, mem1, self.free_cpu, self.free_mem,
+                self.host_active, self.vm_host, self.vm_placement, rows, self._num_host_sets, self._member_start,
+                self._member_vms, self._rack_code, self._occ_hp, self._occ_r, track, pending, self._num_pending,
+                any_fit, rack_fit, nbf)
+            self._rack_crowded += crowded
+        self._moved(src, dst, d_free, d8, d16, d32)
+        self._shape_dirty.add(src)
+        self._shape_dirty.add(dst)
+
+    def _moved(self, src: int, dst: int, d_free: int, d8: int, d16: int, d32: int) -> None:
+        """A move's bookkeeping outside the compiled call: FR sums, the placement token, hosts to re-fit."""
         self._free_sum += d_free
         frag = self._frag_sums
         frag[8] += d8
         frag[16] += d16
         frag[32] += d32
-        self.vm_host[vm] = dst
-        self.vm_placement[vm] = dst_place
         self._placement_token = object()
         self._fit_dirty.add(src)
         self._fit_dirty.add(dst)
-        self._shape_dirty.add(src)
-        self._shape_dirty.add(dst)
-        memb = self._vm_memb.get(vm)
-        if memb is not None:
-            self._move_in_sets(memb, src, dst)
 
-    def _move_in_sets(self, memb: tuple[tuple[bool, int], ...], src: int, dst: int) -> None:
-        """Move one VM's presence in its sets' occupancy, and the per-set fit counts when they are built.
-
-        A set's count of fitting hosts changes only when a host (rack) becomes or stops being
-        occupied; it is kept against the cached fit, which :meth:`_refresh_shape_hosts` brings up to
-        date. That change is deferred: ``(nbf row, unit, sign, rack?)`` goes into ``_pending``, and the
-        next refresh (the compiled call that every reader of the counts goes through first) applies
-        it against the fit cached until then, before re-evaluating the touched hosts: the same sums
-        as applying it here, without numpy's cost for a few (K,) rows per migration. A full buffer
-        is applied first (before this move changes any occupancy, so the counts stay consistent).
-        """
-        built = self._nbf is not None
-        if built:
-            if self._pending is None:
-                self._pending = np.zeros((_PENDING_ROWS, 4), dtype=np.int64)
-                self._pending_flat = _flat_view(self._pending)
-            elif self._num_pending + 2 * len(memb) > len(self._pending):
+    def _pending_buffer(self, memberships: int) -> np.ndarray:
+        """The deferred set-count buffer, able to take the rows of a VM in ``memberships`` sets
+        (made on first use; a larger one, the rows pending applied first, for a VM in many sets)."""
+        pending = self._pending
+        if pending is None or 2 * memberships > len(pending):
+            if self._num_pending:
                 self._refresh_shape_hosts(self._shape_dirty)
                 self._shape_dirty.clear()
-            if 2 * len(memb) > len(self._pending):  # (a VM in more sets than the buffer holds: a larger one)
-                self._pending = np.zeros((2 * len(memb), 4), dtype=np.int64)
-                self._pending_flat = _flat_view(self._pending)
-            pending = self._pending_flat
-        for rack, s in memb:
-            if rack:
-                a, b = self._rack_code_l[src], self._rack_code_l[dst]
-                if a == b:
-                    continue
-                occ, n = self._occ_r_flat, self._num_rack_sets
-            else:
-                a, b = src, dst
-                occ, n = self._occ_h_flat, self._num_host_sets
-            i, j = a * n + s, b * n + s
-            occ[i] -= 1
-            occ[j] += 1
-            if rack:
-                self._rack_crowded += (occ[j] == 2) - (occ[i] == 1)
-            if built and (occ[i] == 0 or occ[j] == 1):
-                row = self._num_host_sets + s if rack else s
-                for unit, sign, now in ((a, -1, occ[i] == 0), (b, 1, occ[j] == 1)):
-                    if now:
-                        p = 4 * self._num_pending
-                        pending[p], pending[p + 1], pending[p + 2], pending[p + 3] = row, unit, sign, rack
-                        self._num_pending += 1
+            pending = self._pending = np.zeros((max(_PENDING_ROWS, 2 * memberships), 4), dtype=np.int64)
+        return pending
+
+    def migrate_feasible_into(self, vm: int, host: int, placement: int, out: np.ndarray) -> tuple[Migration, int]:
+        """:meth:`migrate_feasible`, then :meth:`movable_vms_into` ``out``: ``(the migration, movable VMs)``.
+
+        One compiled call does both (the move, its set-count changes, the touched hosts' fit and
+        every VM's verdict) where the masks are built and no VM is in two sets; otherwise the two
+        calls. The same preconditions as :meth:`migrate_feasible`.
+        """
+        if self._shape_fit is None or (self._has_sets and self._multi):
+            move = self.migrate_feasible(vm, host, placement)
+            return move, self.movable_vms_into(out)
+        src, src_place, mem = self.vm_host.item(vm), self.vm_placement.item(vm), self._vm_mem_total[vm]
+        move = _new_tuple(Migration, (vm, src, src_place, host, placement, mem))
+        (cpu0, cpu1), (mem0, mem1) = self._vm_cpu_t[vm], self._vm_mem_t[vm]
+        dirty = self._shape_dirty  # (hosts moves touched since the last refresh, if any: refreshed too)
+        num_hosts = len(dirty)
+        hosts = self._dirty_host_array(dirty) if num_hosts else _NO_HOSTS
+        dirty.clear()
+        if not self._has_sets:
+            d_free, d8, d16, d32, crowded, num_pending, movable = migrate_refresh(
+                vm, src, src_place, host, placement, cpu0, cpu1, mem0, mem1, self.free_cpu, self.free_mem,
+                self.host_active, self.vm_host, self.vm_placement, hosts, num_hosts, self._shape_cpu, self._shape_mem,
+                self._shape_split, self._shape_fit, self._shape_any, self._shape_count, self._vm_cell, out)
+        else:
+            rows = self._vm_memb_arrays.get(vm, _NO_SETS)
+            pending = self._pending_buffer(len(rows))
+            d_free, d8, d16, d32, crowded, num_pending, movable = migrate_refresh_single_sets(
+                vm, src, src_place, host, placement, cpu0, cpu1, mem0, mem1, self.free_cpu, self.free_mem,
+                self.host_active, self.vm_host, self.vm_placement, rows, self._member_start, self._member_vms,
+                self._rack_code, self._occ_hp, self._occ_r, pending, self._num_pending, hosts, num_hosts,
+                self._shape_cpu, self._shape_mem, self._shape_split, self._shape_fit, self._shape_any,
+                self._shape_count, self._rack_fit, self._nbf, self._vm_cell, self._rp_table, self._rack_crowded, out)
+        self._num_pending = num_pending
+        self._rack_crowded += crowded
+        self._moved(src, host, d_free, d8, d16, d32)
+        self.history.append(move)
+        self.memory_moved_mb += mem
+        return move, movable
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -786,7 +884,7 @@ class Cluster:
             return 0.0
         return self._frag_sums[size] / self._free_sum
 
-    def _set_flat_views(self) -> None:
+    def _set_flat_views(self) -> None:  # (check_migration's; a copy makes them when it first checks)
         # Flat (H*2,) views of free_cpu / free_mem, index 2*host + node, sharing their memory.
         # memoryview element access returns Python scalars and is faster than numpy's on the
         # one-migration path, while the vectorised masks keep reading the numpy arrays.
@@ -878,15 +976,15 @@ class Cluster:
         # copy.copy's trip through __getstate__/__setstate__: the views are rebuilt once, below.
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_totals", "_occ_h", "_occ_r"):
+        for name in ("vm_host", "vm_placement", "free_cpu", "free_mem", "_fit_totals", "_occ_hp", "_occ_r"):
             setattr(new, name, getattr(self, name).copy())
         self._fit_shared = new._fit_shared = True  # _fit_counts: whichever recounts first copies it
         for name in ("_rack_fit", "_nbf"):
             if getattr(self, name) is not None:
                 setattr(new, name, getattr(self, name).copy())
-        new._set_set_views()
-        new._set_flat_views()
-        new._pending, new._pending_flat, new._num_pending = None, None, 0  # (none pending: _shape_masks above)
+        new._free_cpu_flat = new._free_mem_flat = None  # (made when first needed: see _set_flat_views)
+        new._pending, new._num_pending = None, 0  # (none pending: _shape_masks above)
+        new._host_buf = new._host_buf_view = None  # (a scratch buffer of its own)
         new.history = list(self.history)
         new._frag_sums = dict(self._frag_sums)
         new._fit_dirty = set(self._fit_dirty)
@@ -896,9 +994,9 @@ class Cluster:
             new._shape_count = self._shape_count.copy()
         return new
 
-    # Pickling (training checkpoints hold envs mid-episode): memoryviews don't pickle, and views
-    # of _nbf would unpickle as separate copies, so they are dropped and rebuilt over the unpickled arrays.
-    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_occ_h_flat", "_occ_r_flat", "_nbf_h", "_nbf_r", "_pending_flat")
+    # Pickling (training checkpoints hold envs mid-episode): memoryviews don't pickle, so they (and
+    # the scratch buffer) are dropped, and made again when first needed.
+    _FLAT_VIEWS = ("_free_cpu_flat", "_free_mem_flat", "_host_buf", "_host_buf_view")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._FLAT_VIEWS}
@@ -912,7 +1010,14 @@ class Cluster:
                 self._build_set_fit()
         if "_shape_split" not in state:  # pickled before the masks were compiled
             self._shape_split = self._shape_span == 2
-            self._vm_memb_arrays = _membership_arrays(self._vm_memb)
+        if "_occ_hp" not in state and "_occ_h" in state:  # pickled with host-set counts: which sets are where
+            self._occ_hp = _presence_bits(self.__dict__.pop("_occ_h") > 0)
+        if "_vm_cell" not in state:  # pickled before the movable pass read verdict cells
+            self._build_cells()
+        self._host_buf = self._host_buf_view = None
+        if "_member_start" not in state:  # pickled before the destinations were read off the members
+            self._vm_memb_arrays = _membership_arrays(self._vm_memb, self._num_host_sets)
+            self._member_start, self._member_vms = _member_lists(self._set_members)
         if "_fit_totals" not in state:  # pickled before the capacity totals were kept
             self._set_type_requests()
             self._fit_totals = self._fit_counts.sum(axis=1)
@@ -921,9 +1026,9 @@ class Cluster:
             self._placement_token = object()
         if "_num_pending" not in state:  # pickled before set-count changes were deferred
             self._pending, self._num_pending = None, 0
-        self._pending_flat = None if self._pending is None else _flat_view(self._pending)
-        self._set_flat_views()
-        self._set_set_views()
+        for name in ("_occ_h_flat", "_occ_r_flat", "_nbf_h", "_nbf_r", "_pending_flat"):  # (views of older versions)
+            self.__dict__.pop(name, None)
+        self._free_cpu_flat = self._free_mem_flat = None
 
     def capacity_violations(self) -> list[tuple[int, int]]:
         """(host, node) pairs whose free CPU or memory is negative; empty for any reachable state."""

@@ -137,6 +137,74 @@ def test_incremental_observations_equal_a_rebuild_every_step():
         assert rew_a == rew_b and term_a == term_b
 
 
+@pytest.mark.parametrize("touched_rows", [256, 3])
+def test_resets_rewrite_only_the_moved_rows_and_equal_a_full_rebuild(monkeypatch, touched_rows):
+    """A reset to the template's placement rewrites only the rows the last episode's migrations
+    touched (up to ``_TOUCHED_ROWS`` migrations; past it, every row): episodes of random lengths,
+    some cut short in phase 1 (a VM selected), some invalid actions, a snapshot given in the
+    options now and then; every observation equals the one of an env that rebuilds everything."""
+    import envs.vm_rescheduling as module
+
+    monkeypatch.setattr(module, "_TOUCHED_ROWS", touched_rows)
+    fast = VMReschedulingEnv(budget=8, invalid_action="penalty")
+    slow = VMReschedulingEnv(budget=8, invalid_action="penalty", incremental_obs=False)
+    rng = np.random.default_rng(7)
+    other = FileSource([SMALL])(np.random.default_rng(0))
+    other.clusters[0].migrate(*[int(x) for x in np.argwhere(other.clusters[0].feasible_destinations_all())[0]])
+    for episode in range(12):
+        options = {"snapshot": other} if episode % 5 == 4 else None
+        a, b = fast.reset(seed=episode, options=options)[0], slow.reset(seed=episode, options=options)[0]
+        assert data_equivalence(a, b, exact=True), episode
+        for _ in range(int(rng.integers(1, 30))):
+            mask = fast.action_masks()
+            action = int(np.flatnonzero(~mask)[0]) if rng.random() < 0.05 else int(rng.choice(np.flatnonzero(mask)))
+            (a, *rest_a), (b, *rest_b) = fast.step(action), slow.step(action)
+            assert data_equivalence(a, b, exact=True) and rest_a[:3] == rest_b[:3]
+            if rest_a[1]:
+                break
+
+
+def test_a_cluster_changed_behind_the_envs_back_has_its_move_checked():
+    """The env skips the twin's checks only for a mask read off the very placement it moves in;
+    a cluster migrated by the caller between the two phases gets the checked move (refused here)."""
+    from digital_twin.vm import InfeasibleMigrationError
+
+    env = VMReschedulingEnv(budget=5)
+    env.reset(seed=0)
+    vm = int(np.flatnonzero(env.action_masks()[: env.num_vms])[0])
+    env.step(vm)
+    action = int(np.flatnonzero(env.action_masks())[0])
+    c = env._vm_cluster[vm]
+    cluster = env.snapshot.clusters[c]
+    cluster.migrate(vm - env._vm_offset[c], action // 2 - env._host_offset[c], action % 2)  # (the same move)
+    with pytest.raises(InfeasibleMigrationError, match="already on host"):
+        env.step(action)
+
+
+def test_an_env_pickled_by_the_previous_version_continues_exactly():
+    """A checkpoint of the version before the observation buffers kept ``selected_vm``, ``globals``,
+    the mask's placement and the rows moves touched: loaded, it plays on as the original."""
+    import pickle
+
+    env = VMReschedulingEnv(budget=9)
+    rng = np.random.default_rng(2)
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    assert env.phase == PHASE_PICK_DESTINATION
+    state = pickle.loads(pickle.dumps(env.__getstate__()))
+    for key in ("_selected_vm", "_mask_token", "_globals", "_touched", "_num_touched", "_buffer_base", "_statics"):
+        del state[key]
+    old = VMReschedulingEnv.__new__(VMReschedulingEnv)
+    old.__setstate__(state)
+    for step in range(40):
+        action = int(rng.choice(np.flatnonzero(env.action_masks())))
+        a, b = env.step(action), old.step(action)
+        assert data_equivalence(a[:4], b[:4], exact=True), step
+        if a[2]:
+            assert data_equivalence(env.reset(seed=step)[0], old.reset(seed=step)[0], exact=True)
+
+
 def test_a_pickled_env_continues_exactly_as_the_original():
     """Training checkpoints pickle envs mid-episode; the copy must play on exactly as the original."""
     import pickle

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -194,7 +196,7 @@ def test_checkpoints_pickled_before_set_occupancy_still_load():
     new_keys = {"_rack_code", "_rack_code_l", "_set_index", "_set_members", "_vm_memb", "_has_sets", "_set_vms",
                 "_p_vm", "_p_rack", "_p_set", "_p_start", "_multi", "_hp", "_rp", "_num_shapes", "_num_racks",
                 "_num_host_sets", "_num_rack_sets", "_hp_sk", "_rp_sk", "_rp_vm", "_rp_set", "_rp_kh", "_rp_kr",
-                "_p_shape", "_set_shape", "_occ_h", "_occ_r", "_rack_crowded", "_vm_set_cell", "_rack_fit", "_nbf"}
+                "_p_shape", "_set_shape", "_occ_hp", "_occ_r", "_rack_crowded", "_vm_set_cell", "_rack_fit", "_nbf"}
     assert new_keys - {"_vm_set_cell"} <= set(state)  # that one exists only when no VM is in two sets
     old = {k: v for k, v in state.items() if k not in new_keys}
     old["_vm_sets"] = {m: [d for d in c.deployment_sets if m in d.members] for m in range(c.num_vms)}
@@ -204,3 +206,40 @@ def test_checkpoints_pickled_before_set_occupancy_still_load():
     for twin in (restored, legacy):
         np.testing.assert_array_equal(twin.feasible_destinations_all(), expected)
         np.testing.assert_array_equal(twin.movable_vms(), expected.any(axis=(1, 2)))
+
+
+def test_checkpoints_pickled_before_the_compiled_verdict_cells_still_load():
+    """A cluster pickled by the version before the verdict cells and the member lists (its set
+    memberships as (rack?, index) array pairs, its host-set occupancy as counts) rebuilds them on
+    load, mid-sequence, and goes on as one pickled now."""
+    import pickle
+
+    from digital_twin.vm.deployment_sets import production_like_snapshot
+
+    c = production_like_snapshot(0).clusters[0].copy()
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        vm = int(rng.choice(np.flatnonzero(c.movable_vms())))
+        host, place = np.argwhere(c.feasible_destinations(vm))[0]
+        c.migrate(vm, int(host), int(place))  # (the last one left unrefreshed)
+    state = pickle.loads(pickle.dumps(c.__getstate__()))
+    for key in ("_vm_cell", "_rp_table", "_member_start", "_member_vms"):
+        del state[key]
+    state["_vm_memb_arrays"] = {v: (np.array([r for r, _ in keys], dtype=bool), np.array([s for _, s in keys]))
+                                for v, keys in state["_vm_memb"].items()}
+    state["_vm_set_cell"] = np.zeros(c.num_vms, dtype=np.int64)  # (read by nothing now)
+    state["_occ_h"] = c._host_set_occupancy(np.arange(c._num_host_sets)).T.astype(np.int8)  # (members per host, set)
+    del state["_occ_hp"]
+    old = object.__new__(type(c))
+    old.__setstate__(state)
+    now = pickle.loads(pickle.dumps(c))
+    for twin in (old, now):
+        np.testing.assert_array_equal(twin.movable_vms(), c.movable_vms())
+        for vm in rng.choice(c.num_vms, 20, replace=False).tolist():
+            np.testing.assert_array_equal(twin.feasible_destinations(vm), c.feasible_destinations(vm))
+        out = np.zeros(c.num_vms, dtype=bool)
+        vm = int(np.flatnonzero(twin.movable_vms())[0])
+        host, place = np.argwhere(twin.feasible_destinations(vm))[0]
+        _, count = twin.migrate_feasible_into(vm, int(host), int(place), out)
+        np.testing.assert_array_equal(out, dataclasses.replace(twin).movable_vms())
+        assert count == int(out.sum())

@@ -143,7 +143,7 @@ def evaluate_pods(config: dict[str, Any], seeds: Sequence[int], count: int | Non
         default = cluster.placed_by_tier()
         for limit in limits:
             result = solve(cluster, limit, workers=config["workers"], seed=seed)
-            steps = sequence(cluster, result.pod_node)
+            steps = sequence(cluster, result.pod_node, result.pod_gpus)
             try:
                 end = replay(cluster, steps)
                 valid = bool((end.pod_node == result.pod_node).all() and not end.capacity_violations())

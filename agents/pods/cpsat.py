@@ -13,20 +13,29 @@ pod re-placed on other GPUs of its own node is an eviction then a bind (counted 
 Solved in stages, within one time window that starts before the model is built:
 
 1. for each priority tier ``p``, highest first: maximise the number of placed pods of priority
-   ``>= p``; fix that count (``>=`` the value found) before the next stage. A tier stage's
-   solution says nothing about the lower tiers, so before it becomes the next hint (or the result,
-   if the window ends) :func:`keep_others` puts back, where they still fit, the pods it dropped:
-   on their current node and GPUs, else where the previous stage had them;
+   ``>= p``; fix that count (``>=`` the plan's) before the next stage. A tier stage's solution says
+   nothing about the lower tiers, so before it becomes the next hint (or the result, if the window
+   ends) the pods it dropped go back where they still fit, on their current node and GPUs, else
+   where the previous stage had them (:func:`keep_others`), and every pod still Pending is then
+   bound first-fit over the capacity left, higher priority first (:func:`complete`);
 2. then minimise disruption over the running pods: staying 0, evicted 1, moved 2
    (``1 + placed[i] - 2 stay[i]``).
 
-Every stage is hinted with the best placement so far (the first with the current one). A stage's
-status is CP-SAT's: OPTIMAL (proved: value equals bound), FEASIBLE (a solution, not proved), UNKNOWN
-(no solution within the time left: the result keeps the previous stage's placement, the current one
-at first). A result whose placed-per-tier counts fall below the current placement's (possible
-when the window ends between stages) is replaced by the current placement.
-:attr:`PackingResult.status` is the weakest stage's; stages the window did not reach are NOT_RUN
-(status FEASIBLE). The GPUs of the target (:attr:`PackingResult.pod_gpus`) are part of the plan:
+Every stage is hinted with the plan so far (the first with the current placement, completed). A
+stage's ``value`` is the plan's after it (pods of priority >= p, at least CP-SAT's; or the plan's
+disruption) and its ``bound`` is CP-SAT's. Its status is CP-SAT's: OPTIMAL (proved, and the plan's
+value equals the bound), FEASIBLE (a solution, not proved; also where CP-SAT proved a plan other
+than the one kept: see below), UNKNOWN (no solution within the time left: the plan stays the
+previous stage's and the stages after are NOT_RUN). So when the window ends before a stage is
+solved, the plan is the best solution of the stages before it with every pod left Pending bound
+first-fit where it fits: no tier is left emptier than that simple completion leaves it. The plan is
+never lexicographically worse (pods placed of priority >= p, highest p first) than the current
+placement: where CP-SAT's solution of a tier stage, completed, falls lexicographically short of the
+plan so far (possible after an unproved stage), the plan so far is kept. The completion can cost
+the disruption stage's solution moves (only if the last tier stage was not proved: a running pod
+that solution evicted, bound elsewhere). :attr:`PackingResult.status` is the weakest stage's
+(UNKNOWN if the first stage found nothing); stages the window did not reach are NOT_RUN (status
+FEASIBLE). The GPUs of the target (:attr:`PackingResult.pod_gpus`) are part of the plan:
 :func:`agents.pods.sequence` binds on them, so the twin replays it step by step.
 """
 
@@ -46,8 +55,9 @@ DEFAULT_PARAMETERS = {"symmetry_level": 0}
 
 @dataclass(frozen=True)
 class Stage:
-    """One solve: ``name`` (``tier>=P`` or ``disruption``), its ``status``, the ``value`` found (pods of
-    priority >= P placed, or the disruption) and the ``bound`` proved for it (None where no solution), and its wall time."""
+    """One solve: ``name`` (``tier>=P`` or ``disruption``), its ``status``, the ``value`` of the plan after it
+    (pods of priority >= P placed, or the disruption; CP-SAT's solution completed, see the module), the ``bound``
+    CP-SAT proved for it (None where no solution), and its wall time."""
 
     name: str
     status: str
@@ -63,7 +73,7 @@ class PackingResult:
     Attributes:
         pod_node: (P,) target node per pod, -1 for Pending.
         status: OPTIMAL (every stage proved), FEASIBLE, or UNKNOWN (the first stage found nothing:
-            ``pod_node`` is then the current placement).
+            ``pod_node`` is then the current placement with its Pending pods bound first-fit where they fit).
         tiers_optimal: every tier stage proved optimal (the placed-per-tier counts are certified).
         stages: every stage, in order (NOT_RUN where the window ended first).
         placed_by_tier: placed pods per tier of ``pod_node``, highest tier first.
@@ -123,6 +133,52 @@ def keep_others(cluster: PodCluster, solution: np.ndarray, previous: np.ndarray,
                 free_gpu[j, list(held)] -= share
                 break
     return out, gpus
+
+
+def complete(cluster: PodCluster, placement: np.ndarray, gpus=None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """``placement`` with every pod it leaves Pending bound first-fit over the capacity it leaves free.
+
+    The pods go in the default scheduler's queue order (higher priority first, then earlier creation,
+    then index), each to the lowest-index node where its CPU, memory and GPUs fit (the twin's
+    feasibility, :meth:`~digital_twin.pods.PodCluster.fits`), on the GPUs the twin would choose
+    (fitting GPUs with the least free share first, then the lowest index). No pod ``placement``
+    places is moved, so every tier's count only grows; a running pod it had left Pending may land on
+    another node (a move). Returns the placement and the GPUs per pod (``gpus`` default to none held).
+    """
+    out = np.asarray(placement, dtype=np.int64).copy()
+    held = list(gpus) if gpus is not None else [()] * cluster.num_pods
+    todo = np.flatnonzero(out < 0)
+    if not len(todo):
+        return out, held
+    on = out >= 0
+    free_cpu = cluster.cpu_capacity - np.bincount(out[on], weights=cluster.pod_cpu[on], minlength=cluster.num_nodes)
+    free_mem = cluster.memory_capacity - np.bincount(out[on], weights=cluster.pod_memory[on], minlength=cluster.num_nodes)
+    free_gpu = gpu_free_of(cluster, out, held)
+    for i in todo[np.lexsort((todo, cluster.pod_start[todo], -cluster.pod_priority[todo]))].tolist():
+        k, share = int(cluster.pod_num_gpu[i]), int(cluster.pod_gpu_milli[i])
+        ok = (free_cpu >= cluster.pod_cpu[i]) & (free_mem >= cluster.pod_memory[i])
+        if k:
+            ok &= (free_gpu >= share).sum(axis=1) >= k
+        if not ok.any():
+            continue
+        j = int(np.argmax(ok))
+        out[i] = j
+        free_cpu[j] -= cluster.pod_cpu[i]
+        free_mem[j] -= cluster.pod_memory[i]
+        if k:
+            row = free_gpu[j]
+            fit = np.flatnonzero(row >= share)
+            chosen = fit[np.lexsort((fit, row[fit]))][:k]         # tightest fit first, then the lowest index
+            row[chosen] -= share
+            held[i] = tuple(sorted(int(g) for g in chosen))
+        else:
+            held[i] = ()
+    return out, held
+
+
+def cumulative(cluster: PodCluster, placement: np.ndarray) -> tuple[int, ...]:
+    """Placed pods of priority >= each tier, highest tier first (what the tier stages maximise in turn)."""
+    return tuple(int(v) for v in np.cumsum(cluster.placed_by_tier(placement)))
 
 
 def gpu_free_of(cluster: PodCluster, target: np.ndarray, gpus) -> np.ndarray:
@@ -215,7 +271,7 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
             gpus[int(pods_ix[k])] = tuple(g for g, v in enumerate(y[k]) if solver.BooleanValue(v))
         return out, gpus
 
-    best, best_gpus = current.copy(), list(current_gpus)
+    best, best_gpus = complete(cluster, current, current_gpus)      # the plan if the first stage finds nothing
     stages: list[Stage] = []
     objectives = [(f"tier>={t}", t) for t in cluster.tiers] + [("disruption", None)]
     stopped = False
@@ -252,17 +308,22 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
             continue
         if status not in ("OPTIMAL", "FEASIBLE"):  # the hinted placement satisfies every stage's constraints
             raise RuntimeError(f"CP-SAT pod packing: stage {name} returned {status}, which a feasible model cannot")
-        value, bound = int(round(solver.ObjectiveValue())), float(solver.BestObjectiveBound())
+        bound = float(solver.BestObjectiveBound())
+        solution, solution_gpus = placement(solver)
         if tier is not None:
-            solution, solution_gpus = placement(solver)
-            best, best_gpus = keep_others(cluster, solution, best, solution_gpus, best_gpus)
+            solution, solution_gpus = keep_others(cluster, solution, best, solution_gpus, best_gpus)
+        solution, solution_gpus = complete(cluster, solution, solution_gpus)
+        if tier is None or cumulative(cluster, solution) >= cumulative(cluster, best):
+            best, best_gpus = solution, solution_gpus   # else CP-SAT's solution (not proved) fell short of its hint
+        if tier is not None:       # the next stages keep at least what the plan places
+            value = cumulative(cluster, best)[cluster.tiers.index(tier)]
             model.Add(upper >= value)
         else:
-            best, best_gpus = placement(solver)
-            model.Add(cost <= value)
+            evicted, moved = disruption(current, best, current_gpus, best_gpus)
+            value = evicted + 2 * moved
+        if status == "OPTIMAL" and value != round(bound):
+            status = "FEASIBLE"   # the plan kept is not the one CP-SAT proved (see the module)
         stages.append(Stage(name, status, float(value), bound, wall))
-    if tuple(np.cumsum(cluster.placed_by_tier(best))) < tuple(np.cumsum(cluster.placed_by_tier(current))):
-        best, best_gpus = current.copy(), list(current_gpus)  # a window that ended mid-way never leaves things worse
     tier_stages = stages[:len(cluster.tiers)]
     if stages[0].status == "UNKNOWN":
         overall = "UNKNOWN"

@@ -1,16 +1,24 @@
-"""The CP-SAT fallback against brute force on tiny clusters, its statuses, and the sequencing of its plans."""
+"""The CP-SAT fallback against brute force on tiny clusters, its statuses, its first-fit completion of stages the
+window leaves unsolved, and the sequencing of its plans."""
 
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ortools.sat.python import cp_model
 
-from agents.pods import replay, sequence, solve
+from agents.pods import queue_order, replay, sequence, solve
+from agents.pods import cpsat
+from agents.pods.cpsat import complete
 from digital_twin.pods import InfeasiblePodChangeError
 from tests.pods.conftest import clusters, make_cluster
+from tests.pods.test_gpu_cpsat import brute_force as gpu_brute_force
 
 
 def brute_force(cluster):
@@ -78,5 +86,108 @@ def test_a_tiny_window_reports_what_it_proved():
     result = solve(c, 1e-4)                                 # the window ends while the model is built
     assert result.status in ("UNKNOWN", "FEASIBLE")
     assert all(s.status in ("NOT_RUN", "UNKNOWN", "OPTIMAL", "FEASIBLE") for s in result.stages)
-    if result.status == "UNKNOWN":
-        assert result.pod_node.tolist() == c.pod_node.tolist() and not result.tiers_optimal
+    assert sum(result.placed_by_tier) == 6                   # 3 per node, whatever the window reached
+    if result.status == "UNKNOWN":                           # nothing solved: the Pending pods bound first-fit
+        assert result.pod_node.tolist() == first_fit(c).pod_node.tolist() and not result.tiers_optimal
+
+
+def first_fit(cluster):
+    """The reference completion through the twin: each Pending pod, higher priority then earlier creation
+    first, bound to the lowest-index node where it fits, on the GPUs the twin chooses."""
+    work = cluster.copy()
+    for pod in queue_order(work).tolist():
+        where = np.flatnonzero(work.fits(pod))
+        if len(where):
+            work.bind(pod, int(where[0]))
+    return work
+
+
+@contextmanager
+def unsolved(*calls):
+    """CP-SAT's ``Solve`` answers UNKNOWN (no solution in time) on the given calls (0: the first stage), without solving."""
+    real, count = cp_model.CpSolver.Solve, itertools.count()
+
+    def solve_or_not(self, model, *args, **kwargs):
+        return cp_model.UNKNOWN if next(count) in calls else real(self, model, *args, **kwargs)
+
+    with mock.patch.object(cp_model.CpSolver, "Solve", solve_or_not):
+        yield
+
+
+def check_complete_plan(cluster, result):
+    """The plan replays step by step, leaves no Pending pod that would fit, and is never lexicographically
+    worse (pods of priority >= each tier, highest first) than the placement it started from."""
+    end = replay(cluster, sequence(cluster, result.pod_node, result.pod_gpus))
+    assert end.pod_node.tolist() == result.pod_node.tolist() and end.capacity_violations() == []
+    assert [tuple(sorted(g)) for g in end.pod_gpus] == [tuple(sorted(g)) for g in result.pod_gpus]
+    assert not end.fits_all()[end.pending].any()
+    assert tuple(np.cumsum(result.placed_by_tier)) >= tuple(np.cumsum(cluster.placed_by_tier()))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cluster=clusters(max_nodes=4, max_pods=8))
+def test_complete_is_the_twins_first_fit(cluster):
+    node, gpus = complete(cluster, cluster.pod_node, cluster.pod_gpus)
+    ref = first_fit(cluster)
+    assert node.tolist() == ref.pod_node.tolist()
+    assert [tuple(sorted(g)) for g in gpus] == [tuple(sorted(g)) for g in ref.pod_gpus]
+
+
+def test_an_unsolved_first_stage_still_binds_what_fits():
+    # The first stage finds nothing: the plan is the current placement with the Pending pods bound
+    # first-fit (the 700 m high pod on n1, the 300 m one on n0), and nothing is claimed proved.
+    c = make_cluster([(1000, 1000), (1000, 1000)], [(600, 10, 0), (700, 10, 9), (300, 10, 0), (500, 10, 0)], [0, -1, -1, -1])
+    with unsolved(0):
+        result = solve(c, 5.0)
+    assert result.status == "UNKNOWN" and not result.tiers_optimal
+    assert [s.status for s in result.stages] == ["UNKNOWN", "NOT_RUN", "NOT_RUN"]
+    assert result.tier_bounds == (None, None) and all(s.value is None for s in result.stages)
+    assert result.pod_node.tolist() == first_fit(c).pod_node.tolist() == [0, 1, 0, -1]
+    assert result.placed_by_tier == (1, 2) and (result.evictions, result.moves) == (0, 0)
+    check_complete_plan(c, result)
+
+
+def test_an_unsolved_last_tier_stage_is_completed_first_fit():
+    # Two nodes of 1000 m, a 600 m low pod on each; Pending: a 1000 m high pod and a 300 m low one. The
+    # high tier's stage gives the high pod a node of its own (its low pod has no room left there, and
+    # CP-SAT may drop the other low pod too: the stage counts only the high tier). The low tier's stage
+    # then finds nothing in time. The plan is that stage's solution, the dropped pods put back where
+    # they ran, and the rest bound first-fit: the 300 m pod beside the remaining 600 m one, 1 high and
+    # 2 low, the optimum. Putting back only a pod's current or previous node (as before) could leave
+    # the 300 m pod, which has neither once CP-SAT's solution drops it, Pending.
+    c = make_cluster([(1000, 1000), (1000, 1000)], [(600, 10, 0), (600, 10, 0), (1000, 10, 9), (300, 10, 0)], [0, 1, -1, -1])
+    seen = []
+
+    def spy(cluster, placement, gpus=None):
+        seen.append(np.asarray(placement).copy())
+        return complete(cluster, placement, gpus)
+
+    with unsolved(1), mock.patch.object(cpsat, "complete", spy):
+        result = solve(c, 5.0)
+    assert [s.status for s in result.stages] == ["OPTIMAL", "UNKNOWN", "NOT_RUN"]
+    assert result.status == "FEASIBLE" and not result.tiers_optimal
+    assert result.tier_bounds == (1.0, None) and result.stages[0].value == 1.0
+    assert result.placed_by_tier == (1, 2) and brute_force(c)[0] == (1, 3)
+    other = 1 - int(result.pod_node[2])
+    assert sorted(np.flatnonzero(result.pod_node == other).tolist()) in ([0, 3], [1, 3])
+    # the plan is the first-fit completion of the high stage's solution (with its dropped pods put back)
+    assert len(seen) == 2                                    # the current placement, then the high stage's
+    start = make_cluster([(1000, 1000), (1000, 1000)], [(600, 10, 0), (600, 10, 0), (1000, 10, 9), (300, 10, 0)], seen[1])
+    assert result.pod_node.tolist() == first_fit(start).pod_node.tolist()
+    check_complete_plan(c, result)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cluster=clusters(max_nodes=3, max_pods=6), stage=st.integers(0, 3))
+def test_a_stage_left_unsolved_leaves_a_complete_valid_plan(cluster, stage):
+    stage = min(stage, len(cluster.tiers))                  # the disruption stage is the last
+    with unsolved(stage):
+        result = solve(cluster, 5.0)
+    names = [s.status for s in result.stages]
+    assert names[stage] == "UNKNOWN" and set(names[stage + 1:]) <= {"NOT_RUN"}
+    assert set(names[:stage]) <= {"OPTIMAL", "FEASIBLE"} and result.status != "OPTIMAL"
+    assert result.tiers_optimal == (stage == len(cluster.tiers) and "FEASIBLE" not in names[:stage])
+    assert all(s.bound is None for s in result.stages[stage:])
+    if stage == len(cluster.tiers):                          # every tier solved: the counts are the optimum
+        assert tuple(np.cumsum(result.placed_by_tier).tolist()) == gpu_brute_force(cluster)[0]
+    check_complete_plan(cluster, result)

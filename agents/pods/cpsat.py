@@ -21,6 +21,30 @@ Solved in stages, within one time window that starts before the model is built:
 2. then minimise disruption over the running pods: staying 0, evicted 1, moved 2
    (``1 + placed[i] - 2 stay[i]``).
 
+That order is ``disruption="last"`` (the default). ``disruption="per_tier"`` is the order of the
+paper's own solver (``scripts/python_solver/solver_cp_sat.py`` of henrikdchristensen/scheduler-plugins):
+for each tier ``p``, highest first, maximise the placed pods of priority ``>= p`` and fix that count,
+then minimise the disruption of the running pods of priority ``>= p`` and fix it (``<=``), before
+the next tier (stages ``tier>=P``, ``disruption>=P``; a disruption stage with no running pod of
+priority ``>= p`` is OPTIMAL at 0 without a solve). The last tier's disruption stage covers every
+running pod, so there is no separate final stage. Fixing a tier's disruption before the lower tiers
+are placed can leave a lower tier fewer pods than the default order gives (keeping a high pod in place
+may block a low one that a move would have let in): the tier counts are the lexicographic optimum of
+that sequence, not of the placed counts alone. In this mode each stage's result is fixed at CP-SAT's
+own objective value (the paper's ``>=`` / ``<=``), not the completed plan's: CP-SAT's solution meets
+every constraint added so far, so later stages stay feasible; a disruption stage's solution is kept
+only if it places no fewer pods of priority ``>= p`` than the plan (lexicographically; its lower
+tiers are the next stages' business). Completion (below) applies after every stage. Where stages are
+left unproved and the plan ends lexicographically worse than the current placement completed
+first-fit (a proved sequence never does: that placement disrupts nothing), the result is that
+completed placement, FEASIBLE (its stages still describe the plans CP-SAT's solutions gave).
+
+``place_one_pending=True`` adds the paper's code's "background mode" constraint: at least one pod
+Pending now is placed (where one has a node it fits alone: the model then stays feasible, as that pod
+alone on that node meets it). It can cost higher tiers pods (a low Pending pod forced in), so the plan
+may then be lexicographically worse than the current placement; a proved stage's solution is kept
+whatever the plan so far (which may not meet the constraint), and the fallback above is off.
+
 Every stage is hinted with the plan so far (the first with the current placement, completed). A
 stage's ``value`` is the plan's after it (pods of priority >= p, at least CP-SAT's; or the plan's
 disruption) and its ``bound`` is CP-SAT's. Its status is CP-SAT's: OPTIMAL (proved, and the plan's
@@ -55,8 +79,9 @@ DEFAULT_PARAMETERS = {"symmetry_level": 0}
 
 @dataclass(frozen=True)
 class Stage:
-    """One solve: ``name`` (``tier>=P`` or ``disruption``), its ``status``, the ``value`` of the plan after it
-    (pods of priority >= P placed, or the disruption; CP-SAT's solution completed, see the module), the ``bound``
+    """One solve: ``name`` (``tier>=P``, ``disruption``, or ``disruption>=P`` with ``disruption="per_tier"``), its
+    ``status``, the ``value`` of the plan after it (pods of priority >= P placed, or the disruption of the running
+    pods, of priority >= P for ``disruption>=P``; CP-SAT's solution completed, see the module), the ``bound``
     CP-SAT proved for it (None where no solution), and its wall time."""
 
     name: str
@@ -191,8 +216,11 @@ def gpu_free_of(cluster: PodCluster, target: np.ndarray, gpus) -> np.ndarray:
     return free
 
 
+_disruption = disruption     # solve's ``disruption`` argument shadows the function there
+
+
 def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int = 0,
-          parameters: dict | None = None) -> PackingResult:
+          parameters: dict | None = None, disruption: str = "last", place_one_pending: bool = False) -> PackingResult:
     """Re-place ``cluster``'s pods (left unchanged) within ``time_limit_s`` seconds, model build included.
 
     Args:
@@ -201,15 +229,22 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         workers: CP-SAT search workers.
         seed: CP-SAT's random seed.
         parameters: further CP-SAT parameters (default :data:`DEFAULT_PARAMETERS`).
+        disruption: ``"last"`` (default): every tier's count first, then one disruption stage over all
+            running pods; ``"per_tier"``: the paper's solver's order, each tier's count then the
+            disruption of its running pods (priority >= the tier) before the next tier (see the module).
+        place_one_pending: the paper's code's constraint that at least one Pending pod is placed (see the module).
 
     Raises:
-        ValueError: the window is not > 0.
+        ValueError: the window is not > 0, or ``disruption`` is neither ``"last"`` nor ``"per_tier"``.
     """
     from ortools.sat.python import cp_model
 
     start = time.perf_counter()
     if not time_limit_s > 0:
         raise ValueError(f"CP-SAT pod packing: time limit must be > 0 s, got {time_limit_s}")
+    if disruption not in ("last", "per_tier"):
+        raise ValueError(f"CP-SAT pod packing: disruption must be 'last' or 'per_tier', got {disruption!r}")
+    per_tier = disruption == "per_tier"
     deadline = start + time_limit_s
     current = cluster.pod_node.copy()
     current_gpus = list(cluster.pod_gpus)
@@ -244,6 +279,9 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
     for (j, g), uses in on_gpu.items():
         if sum(s for _, s in uses) > GPU_FULL:
             model.Add(cp_model.LinearExpr.WeightedSum([y[k][g] for k, _ in uses], [s for _, s in uses]) <= GPU_FULL)
+    pending_now = [i for i in range(n_pods) if current[i] < 0 and bounds[i + 1] > bounds[i]]
+    if place_one_pending and pending_now:
+        model.Add(cp_model.LinearExpr.Sum([placed[i] for i in pending_now]) >= 1)
     pair = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(pods_ix, nodes_ix))}
     running = np.flatnonzero(current >= 0).tolist()
     stay = []
@@ -259,8 +297,16 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
             model.AddImplication(s, lit)
         model.Add(cp_model.LinearExpr.Sum(held) - (len(held) - 1) <= s)
         stay.append(s)
-    # disruption = sum over running pods of 1 + placed - 2 stay: stay 0, evict 1, move 2
-    cost = cp_model.LinearExpr.Sum([placed[i] for i in running]) - 2 * cp_model.LinearExpr.Sum(stay) + len(running)
+    # disruption = sum over running pods of 1 + placed - 2 stay: stay 0, evict 1, move 2 (of priority >= tier)
+    def cost_of(tier):
+        ks = [k for k, i in enumerate(running) if tier is None or cluster.pod_priority[i] >= tier]
+        return (cp_model.LinearExpr.Sum([placed[running[k]] for k in ks]) - 2 * cp_model.LinearExpr.Sum([stay[k] for k in ks])
+                + len(ks)), len(ks)
+
+    def plan_cost(tier, target, target_gpus) -> int:
+        mine = current if tier is None else np.where(cluster.pod_priority >= tier, current, -1)
+        evicted, moved = _disruption(mine, target, current_gpus, target_gpus)
+        return evicted + 2 * moved
 
     def placement(solver) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         chosen = np.array([solver.BooleanValue(v) for v in x], dtype=bool)
@@ -272,18 +318,26 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         return out, gpus
 
     best, best_gpus = complete(cluster, current, current_gpus)      # the plan if the first stage finds nothing
+    floor = cumulative(cluster, best)
     stages: list[Stage] = []
-    objectives = [(f"tier>={t}", t) for t in cluster.tiers] + [("disruption", None)]
+    if per_tier:
+        objectives = [(f"{kind}>={t}", kind, t) for t in cluster.tiers for kind in ("tier", "disruption")]
+    else:
+        objectives = [(f"tier>={t}", "tier", t) for t in cluster.tiers] + [("disruption", "disruption", None)]
     stopped = False
-    for name, tier in objectives:
+    for name, kind, tier in objectives:
         left = deadline - time.perf_counter()
         if stopped or left <= 1e-3:
             stages.append(Stage(name, "NOT_RUN", None, None, 0.0))
             continue
-        if tier is not None:
+        if kind == "tier":
             upper = cp_model.LinearExpr.Sum([placed[i] for i in range(n_pods) if cluster.pod_priority[i] >= tier])
             model.Maximize(upper)
         else:
+            cost, n_running = cost_of(tier)
+            if per_tier and not n_running:          # no running pod of priority >= tier: nothing to disrupt
+                stages.append(Stage(name, "OPTIMAL", 0.0, 0.0, 0.0))
+                continue
             model.Minimize(cost)
         model.ClearHints()
         for k, (i, j) in enumerate(zip(pods_ix.tolist(), nodes_ix.tolist())):
@@ -309,29 +363,42 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         if status not in ("OPTIMAL", "FEASIBLE"):  # the hinted placement satisfies every stage's constraints
             raise RuntimeError(f"CP-SAT pod packing: stage {name} returned {status}, which a feasible model cannot")
         bound = float(solver.BestObjectiveBound())
+        objective = int(round(solver.ObjectiveValue()))
         solution, solution_gpus = placement(solver)
-        if tier is not None:
+        if kind == "tier" or per_tier:
             solution, solution_gpus = keep_others(cluster, solution, best, solution_gpus, best_gpus)
         solution, solution_gpus = complete(cluster, solution, solution_gpus)
-        if tier is None or cumulative(cluster, solution) >= cumulative(cluster, best):
-            best, best_gpus = solution, solution_gpus   # else CP-SAT's solution (not proved) fell short of its hint
-        if tier is not None:       # the next stages keep at least what the plan places
-            value = cumulative(cluster, best)[cluster.tiers.index(tier)]
-            model.Add(upper >= value)
+        if kind == "tier":
+            keep = cumulative(cluster, solution) >= cumulative(cluster, best)
+        elif per_tier:             # no fewer pods of priority >= tier than the plan (the lower tiers come later)
+            upto = cluster.tiers.index(tier) + 1
+            keep = cumulative(cluster, solution)[:upto] >= cumulative(cluster, best)[:upto]
         else:
-            evicted, moved = disruption(current, best, current_gpus, best_gpus)
-            value = evicted + 2 * moved
+            keep = True
+        if keep or (place_one_pending and status == "OPTIMAL"):
+            best, best_gpus = solution, solution_gpus   # else CP-SAT's solution (not proved) fell short of its hint
+        if kind == "tier":         # the next stages keep at least what the plan places (per_tier: CP-SAT's solution)
+            value = cumulative(cluster, best)[cluster.tiers.index(tier)]
+            model.Add(upper >= (objective if per_tier else value))
+        else:
+            value = plan_cost(tier, best, best_gpus)
+            if per_tier:           # the paper's solver fixes each tier's disruption before the next tier
+                model.Add(cost <= objective)
         if status == "OPTIMAL" and value != round(bound):
             status = "FEASIBLE"   # the plan kept is not the one CP-SAT proved (see the module)
         stages.append(Stage(name, status, float(value), bound, wall))
-    tier_stages = stages[:len(cluster.tiers)]
+    tier_stages = [s for s, (_, kind, _) in zip(stages, objectives) if kind == "tier"]
     if stages[0].status == "UNKNOWN":
         overall = "UNKNOWN"
     elif all(s.status == "OPTIMAL" for s in stages):
         overall = "OPTIMAL"
     else:
         overall = "FEASIBLE"
-    evictions, moves = disruption(current, best, current_gpus, best_gpus)
+    fallback = per_tier and not place_one_pending and cumulative(cluster, best) < floor
+    if fallback:   # stages left unproved (a proved sequence never is): the completed current placement instead
+        best, best_gpus = complete(cluster, current, current_gpus)
+        overall = "UNKNOWN" if overall == "UNKNOWN" else "FEASIBLE"
+    evictions, moves = _disruption(current, best, current_gpus, best_gpus)
     return PackingResult(
         pod_node=best, status=overall, tiers_optimal=all(s.status == "OPTIMAL" for s in tier_stages),
         stages=tuple(stages), placed_by_tier=cluster.placed_by_tier(best), tier_bounds=tuple(s.bound for s in tier_stages),

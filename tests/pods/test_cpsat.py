@@ -191,3 +191,97 @@ def test_a_stage_left_unsolved_leaves_a_complete_valid_plan(cluster, stage):
     if stage == len(cluster.tiers):                          # every tier solved: the counts are the optimum
         assert tuple(np.cumsum(result.placed_by_tier).tolist()) == gpu_brute_force(cluster)[0]
     check_complete_plan(cluster, result)
+
+
+def brute_force_per_tier(cluster, place_one_pending=False):
+    """The paper's solver's order by enumeration: for each tier, highest first, keep the placements with the most
+    pods of priority >= it, then of those the least disruption of its running pods (priority >= it); with
+    ``place_one_pending``, only placements that place a Pending pod (where one fits some node alone).
+    Returns (placed per tier, highest first, total disruption) of what is left."""
+    run = cluster.pod_node >= 0
+    alone = (cluster.pod_cpu[:, None] <= cluster.cpu_capacity) & (cluster.pod_memory[:, None] <= cluster.memory_capacity)
+    must = place_one_pending and (~run & alone.any(axis=1)).any()
+    left = []
+    for target in itertools.product(range(-1, cluster.num_nodes), repeat=cluster.num_pods):
+        t = np.array(target)
+        on = t >= 0
+        cpu = np.bincount(t[on], weights=cluster.pod_cpu[on], minlength=cluster.num_nodes)
+        mem = np.bincount(t[on], weights=cluster.pod_memory[on], minlength=cluster.num_nodes)
+        if (cpu <= cluster.cpu_capacity).all() and (mem <= cluster.memory_capacity).all() and (not must or (on & ~run).any()):
+            left.append(t)
+
+    def cost(t, tier):
+        mine = run & (cluster.pod_priority >= tier)
+        return int((mine & (t < 0)).sum() + 2 * (mine & (t >= 0) & (t != cluster.pod_node)).sum())
+
+    for tier in cluster.tiers:
+        count = [int(((t >= 0) & (cluster.pod_priority >= tier)).sum()) for t in left]
+        left = [t for t, c in zip(left, count) if c == max(count)]
+        costs = [cost(t, tier) for t in left]
+        left = [t for t, c in zip(left, costs) if c == min(costs)]
+    return cluster.placed_by_tier(left[0]), cost(left[0], min(cluster.tiers))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cluster=clusters(max_nodes=3, max_pods=5, gpus=False), one=st.booleans())
+def test_per_tier_disruption_is_the_papers_order_against_brute_force(cluster, one):
+    result = solve(cluster, time_limit_s=5.0, disruption="per_tier", place_one_pending=one)
+    assert result.status == "OPTIMAL" and result.tiers_optimal
+    assert [s.name for s in result.stages] == [f"{k}>={t}" for t in cluster.tiers for k in ("tier", "disruption")]
+    placed, cost = brute_force_per_tier(cluster, one)
+    assert result.placed_by_tier == placed
+    assert result.evictions + 2 * result.moves == cost == result.stages[-1].value
+    if not one:
+        assert result.stages[0].value == brute_force(cluster)[0][0]   # the top tier's count is the same in both orders
+        check_complete_plan(cluster, result)
+    else:                                                # valid, but may be worse than the start (a Pending pod forced in)
+        end = replay(cluster, sequence(cluster, result.pod_node, result.pod_gpus))
+        assert end.pod_node.tolist() == result.pod_node.tolist() and end.capacity_violations() == []
+
+
+def test_place_one_pending_forces_a_pending_pod_in():
+    # One node of 1000 m, full with a high pod; a low 500 m pod Pending. The paper's code requires a Pending pod
+    # placed: the high pod is evicted for it (0 high, 1 low) where otherwise nothing changes (1 high, 0 low).
+    c = make_cluster([(1000, 1000)], [(1000, 10, 9), (500, 10, 0)], [0, -1])
+    assert solve(c, 5.0, disruption="per_tier").placed_by_tier == (1, 0)
+    forced = solve(c, 5.0, disruption="per_tier", place_one_pending=True)
+    assert forced.status == "OPTIMAL" and forced.placed_by_tier == (0, 1) and forced.evictions == 1
+    huge = make_cluster([(1000, 1000)], [(1000, 10, 9), (5000, 10, 0)], [0, -1])   # fits nowhere: no constraint
+    assert solve(huge, 5.0, disruption="per_tier", place_one_pending=True).placed_by_tier == (1, 0)
+
+
+def test_per_tier_disruption_can_leave_a_lower_tier_fewer_pods():
+    # n0 1000 m, n1 600 m: the high 300 m pod runs on n0, a low 300 m pod on n1; a low 1000 m pod is Pending
+    # and fits only an empty n0. Moving the high pod beside the low one frees n0 for it: 1 high + 2 low,
+    # disruption 2 (the default order). The paper's order fixes the high tier's disruption (0: it stays)
+    # before placing the low tier, and the 1000 m pod then fits nowhere: 1 high + 1 low.
+    c = make_cluster([(1000, 1000), (600, 1000)], [(300, 10, 9), (300, 10, 0), (1000, 10, 0)], [0, 1, -1])
+    last, paper = solve(c, 5.0), solve(c, 5.0, disruption="per_tier")
+    assert last.status == paper.status == "OPTIMAL"
+    assert last.placed_by_tier == (1, 2) and (last.evictions, last.moves) == (0, 1)
+    assert paper.placed_by_tier == (1, 1) and (paper.evictions, paper.moves) == (0, 0)
+    assert [(s.name, s.value) for s in paper.stages] == [("tier>=9", 1.0), ("disruption>=9", 0.0), ("tier>=0", 2.0),
+                                                         ("disruption>=0", 0.0)]
+    assert brute_force_per_tier(c) == ((1, 1), 0)
+    for result in (last, paper):
+        check_complete_plan(c, result)
+
+
+def test_per_tier_skips_a_tier_with_no_running_pod_and_refuses_unknown_orders():
+    c = make_cluster([(1000, 1000)], [(600, 10, 0), (500, 10, 9)], [0, -1])    # nothing of the high tier runs
+    result = solve(c, 5.0, disruption="per_tier")
+    assert [(s.name, s.status, s.wall_s) for s in result.stages][1] == ("disruption>=9", "OPTIMAL", 0.0)
+    assert result.placed_by_tier == (1, 0) and result.evictions == 1 and result.status == "OPTIMAL"
+    with pytest.raises(ValueError, match="disruption must be 'last' or 'per_tier'"):
+        solve(c, 5.0, disruption="first")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cluster=clusters(max_nodes=3, max_pods=6), call=st.integers(0, 7), mode=st.sampled_from(["last", "per_tier"]))
+def test_both_orders_give_valid_plans_even_with_a_stage_unsolved(cluster, call, mode):
+    with unsolved(call):
+        result = solve(cluster, 5.0, disruption=mode)
+    names = [s.status for s in result.stages]
+    if "UNKNOWN" in names:
+        assert result.status != "OPTIMAL" and set(names[names.index("UNKNOWN") + 1:]) <= {"NOT_RUN"}
+    check_complete_plan(cluster, result)           # sequenced and replayed, complete, never lexicographically worse

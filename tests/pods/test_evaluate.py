@@ -33,16 +33,50 @@ def test_small_config_end_to_end(tmp_path, capsys):
     assert "CP-SAT better" in out and "plans replayed through the twin: 8 of 8 valid" in out
 
 
+def test_paper_protocol_adds_the_papers_default_certified_column(tmp_path, capsys):
+    # small.yaml with paper_protocol on: a second, per-tier CP-SAT solve and the preempting default per scenario
+    cfg = tmp_path / "paper.yaml"
+    cfg.write_text(Path(SMALL).read_text() + "paper_protocol: true\n")
+    status = main([str(cfg), "--out-dir", str(tmp_path), "--run-name", "run", "--no-progress", "--episodes", "3",
+                   "--seeds", "0", "--time-limits", "1"])
+    assert status == 0
+    run = tmp_path / "run"
+    rows = list(csv.DictReader(open(run / "episodes.csv")))
+    assert len(rows) == 3
+    for r in rows:
+        paper, pre = (tuple(map(int, r[k].split("/"))) for k in ("paper_cpsat_placed", "preempting_default_placed"))
+        assert r["paper_default_certified"] == str(int(r["paper_status"] == "OPTIMAL" and paper == pre))
+        assert paper[0] == tuple(map(int, r["cpsat_placed"].split("/")))[0] or r["paper_status"] != "OPTIMAL" \
+            or r["status"] != "OPTIMAL"                    # both orders certify the same top-tier count
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["paper_protocol"] is True and "paper_default_certified" in summary["summary"][0]
+    assert "default_optimal" in summary["summary"][0]   # the existing columns stay
+    out = capsys.readouterr().out
+    assert "paper protocol: preempting default certified optimal" in out and "paper protocol (its code's" in out
+    assert all(r["paper_plan_valid"] == "1" for r in rows) and "paper-order plans replayed: 3 of 3 valid" in out
+
+
+def test_paper_protocol_is_off_by_default(tmp_path):
+    status = main([SMALL, "--out-dir", str(tmp_path), "--run-name", "run", "--no-progress", "--episodes", "1",
+                   "--seeds", "0", "--time-limits", "0.3"])
+    assert status == 0
+    row = next(csv.DictReader(open(tmp_path / "run" / "episodes.csv")))
+    assert "paper_default_certified" not in row and "paper_status" not in row
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["{cfg}", "--budget", "3"], "--budget: does not apply to pod-packing configs"),
     (["{cfg}", "--policies", "greedy"], "--policies: does not apply to pod-packing configs"),
     (["{typo}"], "unknown key 'pod_scenarios.nodes' (did you mean 'node_counts'?); allowed under pod_scenarios:"),
     (["{bad}"], "cpsat.time_limits_s must be a list of seconds > 0, got [0]"),
+    (["{paper}"], "paper_protocol must be true or false, got 'yes please'"),
 ])
 def test_user_mistakes_are_one_line(tmp_path, capsys, argv, expected):
     (tmp_path / "typo.yaml").write_text("pod_scenarios: {count: 1, nodes: [4]}\n")
     (tmp_path / "bad.yaml").write_text("pod_scenarios: {count: 1}\ncpsat: {time_limits_s: [0]}\n")
-    argv = [a.format(cfg=SMALL, typo=tmp_path / "typo.yaml", bad=tmp_path / "bad.yaml") for a in argv]
+    (tmp_path / "paper.yaml").write_text("pod_scenarios: {count: 1}\npaper_protocol: yes please\n")
+    argv = [a.format(cfg=SMALL, typo=tmp_path / "typo.yaml", bad=tmp_path / "bad.yaml", paper=tmp_path / "paper.yaml")
+            for a in argv]
     status = main([*argv, "--out-dir", str(tmp_path / "never"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error:") and expected in err[0], err

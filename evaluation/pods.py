@@ -23,7 +23,7 @@ With ``paper_protocol: true`` in the config, each row also has the paper's own r
 default is optimal" (its code's "KWOK Optimal", ``scripts/kwok_workload_once/seal_results.py`` of
 henrikdchristensen/scheduler-plugins), which differs from ``default_optimal`` in two ways: CP-SAT is
 run a second time as the paper's solver runs, on the same non-preempting default's state and window
-(``solve(..., disruption="per_tier", place_one_pending=True)``: each tier's count, then that tier's
+(``solve(..., stage_order="per_tier", place_one_pending=True)``: each tier's count, then that tier's
 disruption, before the next tier; and at least one Pending pod placed, its code's background-mode
 constraint); and its counts are compared with a separate run of the default scheduler WITH
 DefaultPreemption on the same scenario (:func:`preempting_default`: the scenario drawn again, scheduled
@@ -212,7 +212,7 @@ def evaluate_pods(config: dict[str, Any], seeds: Sequence[int], count: int | Non
                 "wall_s": round(result.wall_s, 4), "plan_valid": int(valid),
             })
             if preempting is not None:
-                paper = solve(cluster, limit, workers=config["workers"], seed=seed, disruption="per_tier",
+                paper = solve(cluster, limit, workers=config["workers"], seed=seed, stage_order="per_tier",
                               place_one_pending=True)
                 rows[-1].update({
                     "paper_status": paper.status, "paper_cpsat_placed": "/".join(map(str, paper.placed_by_tier)),

@@ -21,7 +21,7 @@ Solved in stages, within one time window that starts before the model is built:
 2. then minimise disruption over the running pods: staying 0, evicted 1, moved 2
    (``1 + placed[i] - 2 stay[i]``).
 
-That order is ``disruption="last"`` (the default). ``disruption="per_tier"`` is the order of the
+That order is ``stage_order="last"`` (the default). ``stage_order="per_tier"`` is the order of the
 paper's own solver (``scripts/python_solver/solver_cp_sat.py`` of henrikdchristensen/scheduler-plugins):
 for each tier ``p``, highest first, maximise the placed pods of priority ``>= p`` and fix that count,
 then minimise the disruption of the running pods of priority ``>= p`` and fix it (``<=``), before
@@ -79,7 +79,7 @@ DEFAULT_PARAMETERS = {"symmetry_level": 0}
 
 @dataclass(frozen=True)
 class Stage:
-    """One solve: ``name`` (``tier>=P``, ``disruption``, or ``disruption>=P`` with ``disruption="per_tier"``), its
+    """One solve: ``name`` (``tier>=P``, ``disruption``, or ``disruption>=P`` with ``stage_order="per_tier"``), its
     ``status``, the ``value`` of the plan after it (pods of priority >= P placed, or the disruption of the running
     pods, of priority >= P for ``disruption>=P``; CP-SAT's solution completed, see the module), the ``bound``
     CP-SAT proved for it (None where no solution), and its wall time."""
@@ -163,42 +163,23 @@ def keep_others(cluster: PodCluster, solution: np.ndarray, previous: np.ndarray,
 def complete(cluster: PodCluster, placement: np.ndarray, gpus=None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """``placement`` with every pod it leaves Pending bound first-fit over the capacity it leaves free.
 
-    The pods go in the default scheduler's queue order (higher priority first, then earlier creation,
-    then index), each to the lowest-index node where its CPU, memory and GPUs fit (the twin's
-    feasibility, :meth:`~digital_twin.pods.PodCluster.fits`), on the GPUs the twin would choose
-    (fitting GPUs with the least free share first, then the lowest index). No pod ``placement``
-    places is moved, so every tier's count only grows; a running pod it had left Pending may land on
-    another node (a move). Returns the placement and the GPUs per pod (``gpus`` default to none held).
+    Through the twin (:meth:`~digital_twin.pods.PodCluster.at` the placement): the Pending pods go in
+    the default scheduler's queue order (:func:`~agents.pods.default_scheduler.queue_order`: higher
+    priority first, then earlier creation, then index), each bound to the lowest-index node it fits,
+    on the GPUs the twin's bind chooses. No pod ``placement`` places is moved, so every tier's count
+    only grows; a running pod it had left Pending may land on another node (a move). Returns the
+    placement and the GPUs per pod (``gpus`` default: those a bind would choose).
     """
-    out = np.asarray(placement, dtype=np.int64).copy()
-    held = list(gpus) if gpus is not None else [()] * cluster.num_pods
-    todo = np.flatnonzero(out < 0)
-    if not len(todo):
-        return out, held
-    on = out >= 0
-    free_cpu = cluster.cpu_capacity - np.bincount(out[on], weights=cluster.pod_cpu[on], minlength=cluster.num_nodes)
-    free_mem = cluster.memory_capacity - np.bincount(out[on], weights=cluster.pod_memory[on], minlength=cluster.num_nodes)
-    free_gpu = gpu_free_of(cluster, out, held)
-    for i in todo[np.lexsort((todo, cluster.pod_start[todo], -cluster.pod_priority[todo]))].tolist():
-        k, share = int(cluster.pod_num_gpu[i]), int(cluster.pod_gpu_milli[i])
-        ok = (free_cpu >= cluster.pod_cpu[i]) & (free_mem >= cluster.pod_memory[i])
-        if k:
-            ok &= (free_gpu >= share).sum(axis=1) >= k
-        if not ok.any():
-            continue
-        j = int(np.argmax(ok))
-        out[i] = j
-        free_cpu[j] -= cluster.pod_cpu[i]
-        free_mem[j] -= cluster.pod_memory[i]
-        if k:
-            row = free_gpu[j]
-            fit = np.flatnonzero(row >= share)
-            chosen = fit[np.lexsort((fit, row[fit]))][:k]         # tightest fit first, then the lowest index
-            row[chosen] -= share
-            held[i] = tuple(sorted(int(g) for g in chosen))
-        else:
-            held[i] = ()
-    return out, held
+    from agents.pods.default_scheduler import queue_order
+
+    work = cluster.at(placement, gpus)
+    held = list(work.pod_gpus) if gpus is None else list(gpus)
+    for pod in queue_order(work).tolist():
+        where = np.flatnonzero(work.fits(pod))
+        if len(where):
+            work.bind(pod, int(where[0]))
+            held[pod] = tuple(sorted(work.pod_gpus[pod]))
+    return work.pod_node.copy(), held
 
 
 def cumulative(cluster: PodCluster, placement: np.ndarray) -> tuple[int, ...]:
@@ -216,11 +197,8 @@ def gpu_free_of(cluster: PodCluster, target: np.ndarray, gpus) -> np.ndarray:
     return free
 
 
-_disruption = disruption     # solve's ``disruption`` argument shadows the function there
-
-
 def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int = 0,
-          parameters: dict | None = None, disruption: str = "last", place_one_pending: bool = False) -> PackingResult:
+          parameters: dict | None = None, stage_order: str = "last", place_one_pending: bool = False) -> PackingResult:
     """Re-place ``cluster``'s pods (left unchanged) within ``time_limit_s`` seconds, model build included.
 
     Args:
@@ -229,22 +207,23 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         workers: CP-SAT search workers.
         seed: CP-SAT's random seed.
         parameters: further CP-SAT parameters (default :data:`DEFAULT_PARAMETERS`).
-        disruption: ``"last"`` (default): every tier's count first, then one disruption stage over all
+        stage_order: ``"last"`` (default): every tier's count first, then one disruption stage over all
             running pods; ``"per_tier"``: the paper's solver's order, each tier's count then the
             disruption of its running pods (priority >= the tier) before the next tier (see the module).
         place_one_pending: the paper's code's constraint that at least one Pending pod is placed (see the module).
 
     Raises:
-        ValueError: the window is not > 0, or ``disruption`` is neither ``"last"`` nor ``"per_tier"``.
+        ValueError: the window is not > 0, or ``stage_order`` is neither ``"last"`` nor ``"per_tier"``.
     """
     from ortools.sat.python import cp_model
 
     start = time.perf_counter()
     if not time_limit_s > 0:
         raise ValueError(f"CP-SAT pod packing: time limit must be > 0 s, got {time_limit_s}")
-    if disruption not in ("last", "per_tier"):
-        raise ValueError(f"CP-SAT pod packing: disruption must be 'last' or 'per_tier', got {disruption!r}")
-    per_tier = disruption == "per_tier"
+    if stage_order not in ("last", "per_tier"):
+        raise ValueError(f"CP-SAT pod packing: stage_order, where the disruption stages go: the disruption must be "
+                         f"'last' or 'per_tier' (after every tier, or after each), got {stage_order!r}")
+    per_tier = stage_order == "per_tier"
     deadline = start + time_limit_s
     current = cluster.pod_node.copy()
     current_gpus = list(cluster.pod_gpus)
@@ -305,7 +284,7 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
 
     def plan_cost(tier, target, target_gpus) -> int:
         mine = current if tier is None else np.where(cluster.pod_priority >= tier, current, -1)
-        evicted, moved = _disruption(mine, target, current_gpus, target_gpus)
+        evicted, moved = disruption(mine, target, current_gpus, target_gpus)
         return evicted + 2 * moved
 
     def placement(solver) -> tuple[np.ndarray, list[tuple[int, ...]]]:
@@ -398,7 +377,7 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
     if fallback:   # stages left unproved (a proved sequence never is): the completed current placement instead
         best, best_gpus = complete(cluster, current, current_gpus)
         overall = "UNKNOWN" if overall == "UNKNOWN" else "FEASIBLE"
-    evictions, moves = _disruption(current, best, current_gpus, best_gpus)
+    evictions, moves = disruption(current, best, current_gpus, best_gpus)
     return PackingResult(
         pod_node=best, status=overall, tiers_optimal=all(s.status == "OPTIMAL" for s in tier_stages),
         stages=tuple(stages), placed_by_tier=cluster.placed_by_tier(best), tier_bounds=tuple(s.bound for s in tier_stages),

@@ -432,10 +432,19 @@ class PodCluster:
 
     def copy(self) -> PodCluster:
         """An independent copy (same pods and nodes, same placement, empty history)."""
+        return self.at(self.pod_node, self.pod_gpus)
+
+    def at(self, pod_node, pod_gpus: Sequence[Sequence[int]] | None = None) -> PodCluster:
+        """A copy with the pods placed at ``pod_node`` (on ``pod_gpus``, default chosen as binds would),
+        empty history.
+
+        Raises:
+            ValueError: the placement overfills a node or a GPU (the constructor's check).
+        """
         return PodCluster(self.node_names, self.cpu_capacity, self.memory_capacity, self.pod_names, self.pod_cpu,
                           self.pod_memory, self.pod_priority, node_gpus=self.gpu_count, pod_owner=self.pod_owner,
                           owner_names=self.owner_names, pod_num_gpu=self.pod_num_gpu, pod_gpu_milli=self.pod_gpu_milli,
-                          pod_node=self.pod_node, pod_start=self.pod_start, pod_gpus=self.pod_gpus, name=self.name)
+                          pod_node=pod_node, pod_start=self.pod_start, pod_gpus=pod_gpus, name=self.name)
 
     # ------------------------------------------------------------------ metrics
     def placed_by_tier(self, pod_node=None) -> tuple[int, ...]:

@@ -225,7 +225,7 @@ def brute_force_per_tier(cluster, place_one_pending=False):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cluster=clusters(max_nodes=3, max_pods=5, gpus=False), one=st.booleans())
 def test_per_tier_disruption_is_the_papers_order_against_brute_force(cluster, one):
-    result = solve(cluster, time_limit_s=5.0, disruption="per_tier", place_one_pending=one)
+    result = solve(cluster, time_limit_s=5.0, stage_order="per_tier", place_one_pending=one)
     assert result.status == "OPTIMAL" and result.tiers_optimal
     assert [s.name for s in result.stages] == [f"{k}>={t}" for t in cluster.tiers for k in ("tier", "disruption")]
     placed, cost = brute_force_per_tier(cluster, one)
@@ -243,11 +243,11 @@ def test_place_one_pending_forces_a_pending_pod_in():
     # One node of 1000 m, full with a high pod; a low 500 m pod Pending. The paper's code requires a Pending pod
     # placed: the high pod is evicted for it (0 high, 1 low) where otherwise nothing changes (1 high, 0 low).
     c = make_cluster([(1000, 1000)], [(1000, 10, 9), (500, 10, 0)], [0, -1])
-    assert solve(c, 5.0, disruption="per_tier").placed_by_tier == (1, 0)
-    forced = solve(c, 5.0, disruption="per_tier", place_one_pending=True)
+    assert solve(c, 5.0, stage_order="per_tier").placed_by_tier == (1, 0)
+    forced = solve(c, 5.0, stage_order="per_tier", place_one_pending=True)
     assert forced.status == "OPTIMAL" and forced.placed_by_tier == (0, 1) and forced.evictions == 1
     huge = make_cluster([(1000, 1000)], [(1000, 10, 9), (5000, 10, 0)], [0, -1])   # fits nowhere: no constraint
-    assert solve(huge, 5.0, disruption="per_tier", place_one_pending=True).placed_by_tier == (1, 0)
+    assert solve(huge, 5.0, stage_order="per_tier", place_one_pending=True).placed_by_tier == (1, 0)
 
 
 def test_per_tier_disruption_can_leave_a_lower_tier_fewer_pods():
@@ -256,7 +256,7 @@ def test_per_tier_disruption_can_leave_a_lower_tier_fewer_pods():
     # disruption 2 (the default order). The paper's order fixes the high tier's disruption (0: it stays)
     # before placing the low tier, and the 1000 m pod then fits nowhere: 1 high + 1 low.
     c = make_cluster([(1000, 1000), (600, 1000)], [(300, 10, 9), (300, 10, 0), (1000, 10, 0)], [0, 1, -1])
-    last, paper = solve(c, 5.0), solve(c, 5.0, disruption="per_tier")
+    last, paper = solve(c, 5.0), solve(c, 5.0, stage_order="per_tier")
     assert last.status == paper.status == "OPTIMAL"
     assert last.placed_by_tier == (1, 2) and (last.evictions, last.moves) == (0, 1)
     assert paper.placed_by_tier == (1, 1) and (paper.evictions, paper.moves) == (0, 0)
@@ -269,18 +269,18 @@ def test_per_tier_disruption_can_leave_a_lower_tier_fewer_pods():
 
 def test_per_tier_skips_a_tier_with_no_running_pod_and_refuses_unknown_orders():
     c = make_cluster([(1000, 1000)], [(600, 10, 0), (500, 10, 9)], [0, -1])    # nothing of the high tier runs
-    result = solve(c, 5.0, disruption="per_tier")
+    result = solve(c, 5.0, stage_order="per_tier")
     assert [(s.name, s.status, s.wall_s) for s in result.stages][1] == ("disruption>=9", "OPTIMAL", 0.0)
     assert result.placed_by_tier == (1, 0) and result.evictions == 1 and result.status == "OPTIMAL"
     with pytest.raises(ValueError, match="disruption must be 'last' or 'per_tier'"):
-        solve(c, 5.0, disruption="first")
+        solve(c, 5.0, stage_order="first")
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cluster=clusters(max_nodes=3, max_pods=6), call=st.integers(0, 7), mode=st.sampled_from(["last", "per_tier"]))
 def test_both_orders_give_valid_plans_even_with_a_stage_unsolved(cluster, call, mode):
     with unsolved(call):
-        result = solve(cluster, 5.0, disruption=mode)
+        result = solve(cluster, 5.0, stage_order=mode)
     names = [s.status for s in result.stages]
     if "UNKNOWN" in names:
         assert result.status != "OPTIMAL" and set(names[names.index("UNKNOWN") + 1:]) <= {"NOT_RUN"}

@@ -47,7 +47,8 @@ whatever the plan so far (which may not meet the constraint), and the fallback a
 
 Every stage is hinted with the plan so far (the first with the current placement, completed). A
 stage's ``value`` is the plan's after it (pods of priority >= p, at least CP-SAT's; or the plan's
-disruption) and its ``bound`` is CP-SAT's. Its status is CP-SAT's: OPTIMAL (proved, and the plan's
+disruption) and its ``bound`` is CP-SAT's (a tier stage's at most its pods that some node can take, a
+disruption stage's at least 0: CP-SAT's own bound of an unproved stage can be looser). Its status is CP-SAT's: OPTIMAL (proved, and the plan's
 value equals the bound), FEASIBLE (a solution, not proved; also where CP-SAT proved a plan other
 than the one kept: see below), UNKNOWN (no solution within the time left: the plan stays the
 previous stage's and the stages after are NOT_RUN). So when the window ends before a stage is
@@ -258,7 +259,8 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
     for (j, g), uses in on_gpu.items():
         if sum(s for _, s in uses) > GPU_FULL:
             model.Add(cp_model.LinearExpr.WeightedSum([y[k][g] for k, _ in uses], [s for _, s in uses]) <= GPU_FULL)
-    pending_now = [i for i in range(n_pods) if current[i] < 0 and bounds[i + 1] > bounds[i]]
+    has_pair = bounds[1:] > bounds[:-1]                                               # pods some node can take
+    pending_now = np.flatnonzero((current < 0) & has_pair).tolist()
     if place_one_pending and pending_now:
         model.Add(cp_model.LinearExpr.Sum([placed[i] for i in pending_now]) >= 1)
     pair = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(pods_ix, nodes_ix))}
@@ -342,6 +344,10 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         if status not in ("OPTIMAL", "FEASIBLE"):  # the hinted placement satisfies every stage's constraints
             raise RuntimeError(f"CP-SAT pod packing: stage {name} returned {status}, which a feasible model cannot")
         bound = float(solver.BestObjectiveBound())
+        if kind == "tier":   # the objective sums pair literals: an unproved bound may count a pod on several nodes
+            bound = min(bound, float((has_pair & (cluster.pod_priority >= tier)).sum()))
+        else:                # no running pod's disruption is below 0 (stay)
+            bound = max(bound, 0.0)
         objective = int(round(solver.ObjectiveValue()))
         solution, solution_gpus = placement(solver)
         if kind == "tier" or per_tier:

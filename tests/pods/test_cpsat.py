@@ -285,3 +285,19 @@ def test_both_orders_give_valid_plans_even_with_a_stage_unsolved(cluster, call, 
     if "UNKNOWN" in names:
         assert result.status != "OPTIMAL" and set(names[names.index("UNKNOWN") + 1:]) <= {"NOT_RUN"}
     check_complete_plan(cluster, result)           # sequenced and replayed, complete, never lexicographically worse
+
+
+def test_an_unproved_bound_never_exceeds_the_pods_of_the_tier():
+    # CP-SAT's bound of an unproved stage can be as loose as its objective's literals (a pod counted on every
+    # node it could take); the stage's bound is clipped to the pods some node can take (a disruption's to 0)
+    c = make_cluster([(1000, 1000)] * 2, [(600, 10, 1), (600, 10, 1), (600, 10, 0), (2000, 10, 1)])
+    loose = {"tier": 1e9, "disruption": -1e9}
+    objectives = itertools.cycle(["tier", "tier", "disruption"])
+    real_bound = cp_model.CpSolver.BestObjectiveBound
+
+    with mock.patch.object(cp_model.CpSolver, "BestObjectiveBound",
+                           lambda self: loose[next(objectives)] if real_bound(self) is not None else None):
+        result = solve(c, 5.0)
+    assert result.tier_bounds == (2.0, 3.0)          # the 2000 m pod fits no node; 3 pods of priority >= 0 can
+    assert result.stages[-1].bound == 0.0
+    assert result.placed_by_tier == (2, 0) and not result.tiers_optimal   # a loose bound certifies nothing

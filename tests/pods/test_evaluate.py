@@ -45,7 +45,8 @@ def test_paper_protocol_adds_the_papers_default_certified_column(tmp_path, capsy
     assert len(rows) == 3
     for r in rows:
         paper, pre = (tuple(map(int, r[k].split("/"))) for k in ("paper_cpsat_placed", "preempting_default_placed"))
-        assert r["paper_default_certified"] == str(int(r["paper_status"] == "OPTIMAL" and paper == pre))
+        assert r["paper_default_certified"] == str(int(r["paper_status"] == "OPTIMAL" and paper == pre
+                                                       and sum(pre) < int(r["pods"])))   # else "No Calls"
         assert paper[0] == tuple(map(int, r["cpsat_placed"].split("/")))[0] or r["paper_status"] != "OPTIMAL" \
             or r["status"] != "OPTIMAL"                    # both orders certify the same top-tier count
     summary = json.loads((run / "summary.json").read_text())
@@ -81,3 +82,17 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, argv, expected):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error:") and expected in err[0], err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "pod_packing").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_bundled_pod_config_loads(path):
+    import yaml
+
+    from evaluation.pod_replay import load_replay_config
+    from evaluation.pods import load_pod_config
+
+    doc = yaml.safe_load(path.read_text())
+    replay = doc["pod_scenarios"].get("source") == "openb_replay"
+    config = (load_replay_config if replay else load_pod_config)(path, doc)
+    assert config["time_limits_s"] and doc["description"].strip()
+    assert f"configs/pod_packing/{path.name}" in doc["description"]   # each says how to run it

@@ -21,9 +21,15 @@ Policies:
   the live pods within ``T`` s; its steps (evictions, moves, binds) are applied through the twin,
   each checked; a pod it evicts and leaves Pending waits like any other.
 
+With ``cpsat.neighbourhood: K``, each solve re-places on at most ``K`` nodes (:func:`agents.pods.neighbourhood`:
+the nodes nearest to taking the Pending pods and the roomiest), so that the model is built within the window
+on a large cluster (the policy is then ``default+cpsat@Ts/Knodes``); ``all`` (the default) re-places on every
+node, and a list (``[all, 64]``) runs the fallback once per entry.
+
 Outputs: ``pending_over_time.csv`` (one row per policy and event instant: Pending pods per tier,
-running pods, solves and the fallback's evictions and moves so far), ``summary.json`` /
-``table.md`` (per policy: Pending pod-hours and the peak per tier, solves, disruption) and
+running pods, solves and the fallback's evictions and moves so far, the longest solve and the solves
+whose window ended before any stage ran), ``summary.json`` /
+``table.md`` (per policy: Pending pod-hours and the peak per tier, solves, disruption, those two) and
 ``pending_over_time.png`` (Pending pods per tier, their pod-hours so far, running pods; the time
 axis starts where the pods arrive, :func:`plot_start`).
 """
@@ -31,6 +37,7 @@ axis starts where the pods arrive, :func:`plot_start`).
 from __future__ import annotations
 
 import argparse
+import textwrap
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +81,8 @@ def load_replay_config(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{path}: pod_scenarios.{key} must be a whole number >= {low}, got {value!r}")
         out[key] = value
     sched, cp = dict(doc.get("scheduler") or {}), dict(doc.get("cpsat") or {})
-    for section, value, allowed in (("scheduler", sched, ("scoring_strategy",)), ("cpsat", cp, ("time_limits_s", "workers"))):
+    for section, value, allowed in (("scheduler", sched, ("scoring_strategy",)),
+                                    ("cpsat", cp, ("time_limits_s", "workers", "neighbourhood"))):
         for key in value:
             if key not in allowed:
                 raise ConfigError(f"{path}: unknown key '{section}.{key}'{did_you_mean(key, allowed)}; "
@@ -83,7 +91,13 @@ def load_replay_config(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
         out["default_scheduler"] = DefaultScheduler(strategy=sched.get("scoring_strategy", "LeastAllocated"))
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    out.update(cpsat_settings(path, cp, default_limits=[1]))
+    out.update(cpsat_settings(path, {k: v for k, v in cp.items() if k != "neighbourhood"}, default_limits=[1]))
+    given = cp.get("neighbourhood", "all")
+    hoods = given if isinstance(given, list) and given else [given]
+    if not all(h == "all" or (isinstance(h, int) and not isinstance(h, bool) and h >= 1) for h in hoods):
+        raise ConfigError(f"{path}: cpsat.neighbourhood must be 'all', a whole number >= 1 (the most nodes CP-SAT "
+                          f"re-places on) or a list of those (one fallback policy each), got {given!r}")
+    out["neighbourhoods"] = [None if h == "all" else h for h in hoods]
     return out
 
 
@@ -113,8 +127,9 @@ def replay_cluster(config: dict[str, Any]):
 
 
 def run_policy(cluster, created: np.ndarray, deleted: np.ndarray, scheduler, time_limit_s: float | None,
-               workers: int = 1, progress: bool = False, label: str = "") -> list[dict[str, Any]]:
-    """Replay on a copy of ``cluster``; ``time_limit_s`` None is the default alone. One row per event instant."""
+               workers: int = 1, progress: bool = False, label: str = "", max_nodes: int | None = None) -> list[dict[str, Any]]:
+    """Replay on a copy of ``cluster``; ``time_limit_s`` None is the default alone; ``max_nodes``: the fallback's
+    neighbourhood (:func:`agents.pods.fallback_steps`). One row per event instant."""
     from tqdm import tqdm
 
     from agents.pods import fallback_steps, queue_order
@@ -127,6 +142,7 @@ def run_policy(cluster, created: np.ndarray, deleted: np.ndarray, scheduler, tim
     depart_at = np.searchsorted(deleted[by_departure], instants, side="right")
     live = np.zeros(c.num_pods, dtype=bool)
     rows, solves, evictions, moves, changed = [], 0, 0, 0, False
+    solve_max_s, unsolved = 0.0, 0
     a0 = d0 = 0
     for k, t in enumerate(tqdm(instants, desc=label or "replay", disable=not progress, file=sys.stderr)):
         leaving = by_departure[d0:depart_at[k]]
@@ -147,7 +163,9 @@ def run_policy(cluster, created: np.ndarray, deleted: np.ndarray, scheduler, tim
             if node is not None:   # else it waits, unschedulable, until a running pod leaves
                 c.bind(int(pod), node)
         if time_limit_s is not None and changed and (live & c.pending).any():
-            steps, _ = fallback_steps(c, np.flatnonzero(live), time_limit_s, workers=workers)
+            steps, result = fallback_steps(c, np.flatnonzero(live), time_limit_s, workers=workers, max_nodes=max_nodes)
+            solve_max_s = max(solve_max_s, result.wall_s)
+            unsolved += all(s.status == "NOT_RUN" for s in result.stages)   # the window spent building the model
             for step in steps:                       # every step through the twin's checks
                 if step.kind == "evict":
                     c.evict(step.pod)
@@ -160,12 +178,14 @@ def run_policy(cluster, created: np.ndarray, deleted: np.ndarray, scheduler, tim
             solves += 1
             changed = False
         pending = live & c.pending
-        row = {"policy": "default" if time_limit_s is None else f"default+cpsat@{time_limit_s:g}s",
+        row = {"policy": "default" if time_limit_s is None else f"default+cpsat@{time_limit_s:g}s"
+                         + (f"/{max_nodes}nodes" if max_nodes is not None and max_nodes < c.num_nodes else ""),
                "time_s": float(t), "day": round(float(t) / 86400, 5), "live": int(live.sum()),
                "running": int((live & c.running).sum()), "pending": int(pending.sum())}
         for tier in tiers:
             row[f"pending_{TIER_NAMES.get(tier, tier)}"] = int((pending & (c.pod_priority == tier)).sum())
-        row.update(solves=solves, evictions=evictions, moves=moves)
+        row.update(solves=solves, evictions=evictions, moves=moves, solve_max_s=round(solve_max_s, 3),
+                   solves_no_stage=unsolved)
         rows.append(row)
     if c.capacity_violations():
         raise RuntimeError(f"replay {label}: capacity exceeded: {c.capacity_violations()[0]}")
@@ -181,7 +201,7 @@ def summarise_policy(rows: list[dict[str, Any]], tiers: list[str]) -> dict[str, 
         values = np.array([r[name] for r in rows])
         out[f"{name}_pod_hours"] = round(float((values * dt).sum()), 2)
         out[f"{name}_peak"] = int(values.max())
-    out.update(solves=rows[-1]["solves"], evictions=rows[-1]["evictions"], moves=rows[-1]["moves"])
+    out.update({k: rows[-1][k] for k in ("solves", "evictions", "moves", "solve_max_s", "solves_no_stage")})
     return out
 
 
@@ -265,7 +285,7 @@ def plot_replay(run_dir: Path, rows: list[dict[str, Any]], tiers: list[str], tit
         label += (f"; left off: day {lead[0]['day']:.4g} (the first arrival) to {start / 86400:.4g}, "
                   f"at most {max(r['live'] for r in lead)} pod(s) live, none Pending")
     axes[-1].set_xlabel(label)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 110))   # a long subset line would run off the figure
     return save_figure(fig, run_dir / "pending_over_time.png")
 
 
@@ -279,13 +299,16 @@ def evaluate_replay_command(config_path: Path, doc: dict[str, Any], args: argpar
     tiers = [TIER_NAMES.get(t, str(t)) for t in cluster.tiers]
     limits = list(args.time_limits or config["time_limits_s"])
     rows = []
-    for limit in [None] + limits:
+    policies = [(None, None)] + [(limit, hood) for limit in limits for hood in config["neighbourhoods"]]
+    for limit, hood in policies:
         rows += run_policy(cluster, created, deleted, config["default_scheduler"], limit, workers=config["workers"],
-                           progress=not args.no_progress, label="default" if limit is None else f"cpsat@{limit:g}s")
+                           progress=not args.no_progress, max_nodes=hood,
+                           label="default" if limit is None else f"cpsat@{limit:g}s" + (f"/{hood}nodes" if hood else ""))
     summary = [summarise_policy([r for r in rows if r["policy"] == p], tiers) for p in dict.fromkeys(r["policy"] for r in rows)]
     run_dir.mkdir(parents=True, exist_ok=True)
     write_csv(run_dir / "pending_over_time.csv", rows)
-    keys = ["pending_pod_hours", "pending_peak"] + [f"pending_{n}_pod_hours" for n in tiers] + ["solves", "evictions", "moves"]
+    keys = (["pending_pod_hours", "pending_peak"] + [f"pending_{n}_pod_hours" for n in tiers]
+            + ["solves", "evictions", "moves", "solve_max_s", "solves_no_stage"])
     table = "| policy | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n" + "".join(
         f"| {s['policy']} | " + " | ".join(str(s[k]) for k in keys) + " |\n" for s in summary)
     subset = (f"openb CPU-only pods ({cluster.num_pods}) on the first {cluster.num_nodes} CPU-only nodes "

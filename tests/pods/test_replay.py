@@ -80,8 +80,8 @@ def test_tiny_openb_replay_end_to_end(replay):
     assert policies == ["default", "default+cpsat@1s"]
     tiers = [k for k in raw[0] if k.startswith("pending_")]
     assert set(tiers) == {"pending_LS", "pending_Guaranteed", "pending_Burstable", "pending_BE"}
-    rows = [{k: v if k == "policy" else float(v) if k in ("time_s", "day") else int(v) for k, v in r.items()}
-            for r in raw]     # int() fails on anything but a whole number
+    rows = [{k: v if k == "policy" else float(v) if k in ("time_s", "day", "solve_max_s") else int(v)
+             for k, v in r.items()} for r in raw]     # int() fails on anything but a whole number
     for r in rows:
         assert min(r[k] for k in ("live", "running", "pending", *tiers)) >= 0
         assert r["pending"] == sum(r[k] for k in tiers) and r["running"] + r["pending"] == r["live"]
@@ -98,6 +98,7 @@ def test_tiny_openb_replay_end_to_end(replay):
     assert at[10100][0]["pending_LS"] == 1 and at[10100][1]["pending_LS"] == 0    # p3: moving p1 makes room
     assert at[12000][1]["pending_BE"] == 1                                      # p4 costs a BE pod
     assert cpsat[-1]["solves"] > 0 and cpsat[-1]["moves"] > 0
+    assert cpsat[-1]["solves_no_stage"] == 0 and 0 < cpsat[-1]["solve_max_s"] < 2    # every window reached a stage
     assert changes["move"] >= cpsat[-1]["moves"] and changes["bind"] > 0
 
     summary = json.loads((run / "summary.json").read_text())
@@ -120,3 +121,28 @@ def test_plot_start_keeps_a_lead_in_with_pending_pods():
     assert plot_start([row(0, 0), *busy]) == 1000                        # one early pod, then quiet: left off
     assert plot_start([row(0, 1), *busy]) == 0                           # something Pending through it: kept
     assert plot_start([row(t, 0) for t in range(5)] + busy) == 0         # more than a few early events: kept
+
+
+def test_a_list_of_neighbourhoods_is_one_policy_each(tmp_path):
+    write_trace(tmp_path, random_pods=10)
+    config = tmp_path / "hoods.yaml"
+    config.write_text(f"pod_scenarios:\n  source: openb_replay\n  trace_dir: {tmp_path}\n  max_nodes: 2\n"
+                      "cpsat:\n  time_limits_s: [1]\n  neighbourhood: [all, 1]\n")
+    assert main([str(config), "--out-dir", str(tmp_path / "out"), "--run-name", "run", "--no-progress"]) == 0
+    s = {x["policy"]: x for x in json.loads((tmp_path / "out" / "run" / "summary.json").read_text())["summary"]}
+    assert list(s) == ["default", "default+cpsat@1s", "default+cpsat@1s/1nodes"]
+    # on one node at a time the LS p3 gets in only by evicting BE pods; the whole cluster moves p1 next to p0 instead
+    whole, one = s["default+cpsat@1s"], s["default+cpsat@1s/1nodes"]
+    assert whole["pending_LS_pod_hours"] == one["pending_LS_pod_hours"] == 0
+    assert whole["pending_pod_hours"] < one["pending_pod_hours"] and whole["moves"] > one["moves"] == 0
+    assert all(x["solves_no_stage"] == 0 for x in s.values())
+
+
+@pytest.mark.parametrize("value", ["0", "[all, -3]", "some", "[]"])
+def test_a_bad_neighbourhood_is_one_line(tmp_path, capsys, value):
+    write_trace(tmp_path, random_pods=1)
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"pod_scenarios:\n  source: openb_replay\n  trace_dir: {tmp_path}\ncpsat:\n  neighbourhood: {value}\n")
+    assert main([str(config), "--out-dir", str(tmp_path / "never"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cpsat.neighbourhood must be 'all', a whole number >= 1" in err[0]

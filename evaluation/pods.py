@@ -26,9 +26,9 @@ With ``paper_protocol: true`` in the config, each row also has the paper's own r
 default is optimal" (its code's "KWOK Optimal", ``scripts/kwok_workload_once/seal_results.py`` of
 henrikdchristensen/scheduler-plugins), which differs from ``default_optimal`` in two ways: CP-SAT is
 run a second time as the paper's solver runs, on the same non-preempting default's state and window
-(``solve(..., stage_order="per_tier", place_one_pending=True)``: each tier's count, then that tier's
-disruption, before the next tier; and at least one Pending pod placed, its code's background-mode
-constraint); and its counts are compared with a separate run of the default scheduler WITH
+(``solve(..., stage_order="per_tier", place_one_pending=True, time_split=PAPER_TIME_SPLIT)``: each tier's
+count, then that tier's disruption, before the next tier; at least one Pending pod placed, its code's
+background-mode constraint; and the window shared between the stages as its solver shares it); and its counts are compared with a separate run of the default scheduler WITH
 DefaultPreemption on the same scenario (:func:`preempting_default`: a copy of the scenario as drawn, scheduled
 with preemption in the config's queue, then the Pending pods, victims included, retried by priority
 until nothing changes, as their ReplicaSets recreate them). ``paper_default_certified`` is 1 where that
@@ -237,6 +237,7 @@ def evaluate_pods(config: dict[str, Any], seeds: Sequence[int], count: int | Non
     from tqdm import tqdm
 
     from agents.pods import sequence, solve
+    from agents.pods.cpsat import PAPER_TIME_SPLIT
 
     count = count or config["pod_scenarios"]["count"]
     limits = list(time_limits or config["time_limits_s"])
@@ -266,7 +267,7 @@ def evaluate_pods(config: dict[str, Any], seeds: Sequence[int], count: int | Non
             })
             if preempting is not None:
                 paper = solve(cluster, limit, workers=config["workers"], seed=seed, stage_order="per_tier",
-                              place_one_pending=True)
+                              place_one_pending=True, time_split=PAPER_TIME_SPLIT)
                 outcome = paper_outcome(paper.status, paper.placed_by_tier, preempting, cluster.num_pods)
                 rows[-1].update({
                     "paper_status": paper.status, "paper_cpsat_placed": "/".join(map(str, paper.placed_by_tier)),

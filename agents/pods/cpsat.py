@@ -39,6 +39,12 @@ left unproved and the plan ends lexicographically worse than the current placeme
 first-fit (a proved sequence never does: that placement disrupts nothing), the result is that
 completed placement, FEASIBLE (its stages still describe the plans CP-SAT's solutions gave).
 
+In that order, ``time_split`` shares the window between the stages as the paper's solver does
+(:class:`PaperClock`: a guaranteed pool split equally over the tiers, a free pool the first tiers may use
+up, each tier's share split between its placement and its disruption; its defaults :data:`PAPER_TIME_SPLIT`),
+where otherwise each stage may take all the window left; its clock starts once the model is built, as the
+paper's does.
+
 ``place_one_pending=True`` adds the paper's code's "background mode" constraint: at least one pod
 Pending now is placed (where one has a node it fits alone: the model then stays feasible, as that pod
 alone on that node meets it). It can cost higher tiers pods (a low Pending pod forced in), so the plan
@@ -73,6 +79,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from digital_twin.pods import GPU_FULL, PodCluster
+
+PAPER_TIME_SPLIT = (0.6, 0.5)
+"""The paper's solver's defaults for sharing its window between stages (``guaranteed_tier_fraction``,
+``move_fraction_of_tier``; see :func:`solve`'s ``time_split``)."""
 
 DEFAULT_PARAMETERS = {"symmetry_level": 0}
 """CP-SAT parameters set unless overridden: presolve's symmetry detection took most of a 1 s window on
@@ -198,8 +208,48 @@ def gpu_free_of(cluster: PodCluster, target: np.ndarray, gpus) -> np.ndarray:
     return free
 
 
+@dataclass
+class PaperClock:
+    """The paper's solver's share of a window between per-tier stages (its ``_solve_lexicographically``).
+
+    Of the ``usable`` seconds (the window left once the model is built), ``guaranteed`` is a pool shared equally
+    by the tiers still to solve and the rest a free pool the first stages may use up. A tier may take its
+    equal share of the guaranteed pool left plus the whole free pool (never more than the window left); its
+    placement stage gets ``1 - move_fraction`` of that, its disruption stage the rest of the tier's. Time spent
+    comes out of the free pool first.
+    """
+
+    usable: float
+    tiers: int
+    guaranteed: float
+    move_fraction: float
+
+    def __post_init__(self) -> None:
+        self.free = self.usable * (1.0 - self.guaranteed)
+        self.floor = self.usable * self.guaranteed
+        self.tiers_left = self.tiers
+        self.tier_budget = 0.0
+
+    def cap(self, kind: str, left: float) -> float:
+        """The seconds the next stage (``"tier"`` or ``"disruption"``) may take, ``left`` being the window's."""
+        if kind == "tier":
+            self.tier_budget = min(left, self.floor / max(1, self.tiers_left) + self.free)
+            return self.tier_budget * (1.0 - self.move_fraction)
+        return min(left, self.tier_budget)
+
+    def spent(self, kind: str, seconds: float) -> None:
+        """Book a stage's ``seconds``; a disruption stage closes its tier."""
+        from_free = min(self.free, seconds)
+        self.free -= from_free
+        self.floor = max(0.0, self.floor - (seconds - from_free))
+        self.tier_budget -= seconds
+        if kind == "disruption":
+            self.tiers_left -= 1
+
+
 def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int = 0,
-          parameters: dict | None = None, stage_order: str = "last", place_one_pending: bool = False) -> PackingResult:
+          parameters: dict | None = None, stage_order: str = "last", place_one_pending: bool = False,
+          time_split: tuple[float, float] | None = None) -> PackingResult:
     """Re-place ``cluster``'s pods (left unchanged) within ``time_limit_s`` seconds, model build included.
 
     Args:
@@ -212,9 +262,14 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
             running pods; ``"per_tier"``: the paper's solver's order, each tier's count then the
             disruption of its running pods (priority >= the tier) before the next tier (see the module).
         place_one_pending: the paper's code's constraint that at least one Pending pod is placed (see the module).
+        time_split: with ``stage_order="per_tier"``, share the window between stages as the paper's solver does
+            (:class:`PaperClock`): ``(guaranteed_tier_fraction, move_fraction_of_tier)``, its defaults
+            :data:`PAPER_TIME_SPLIT`; a stage whose share is spent is NOT_RUN and the next tier goes on. None
+            (default): each stage may take all the window left.
 
     Raises:
-        ValueError: the window is not > 0, or ``stage_order`` is neither ``"last"`` nor ``"per_tier"``.
+        ValueError: the window is not > 0, ``stage_order`` is neither ``"last"`` nor ``"per_tier"``, or a
+            ``time_split`` without ``"per_tier"`` or with fractions outside [0, 1].
     """
     from ortools.sat.python import cp_model
 
@@ -225,6 +280,9 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         raise ValueError(f"CP-SAT pod packing: stage_order, where the disruption stages go: the disruption must be "
                          f"'last' or 'per_tier' (after every tier, or after each), got {stage_order!r}")
     per_tier = stage_order == "per_tier"
+    if time_split is not None and (not per_tier or len(time_split) != 2 or not all(0 <= f <= 1 for f in time_split)):
+        raise ValueError(f"CP-SAT pod packing: time_split is the paper's (guaranteed_tier_fraction, move_fraction_of_tier), "
+                         f"each in [0, 1], with stage_order='per_tier'; got {time_split!r} with {stage_order!r}")
     deadline = start + time_limit_s
     current = cluster.pod_node.copy()
     current_gpus = list(cluster.pod_gpus)
@@ -306,10 +364,15 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
     else:
         objectives = [(f"tier>={t}", "tier", t) for t in cluster.tiers] + [("disruption", "disruption", None)]
     stopped = False
+    clock = None if time_split is None else PaperClock(max(0.0, deadline - time.perf_counter()), len(cluster.tiers),
+                                                       *time_split)
     for name, kind, tier in objectives:
         left = deadline - time.perf_counter()
-        if stopped or left <= 1e-3:
+        limit = left if clock is None or stopped else clock.cap(kind, left)
+        if stopped or limit <= 1e-3:
             stages.append(Stage(name, "NOT_RUN", None, None, 0.0))
+            if clock is not None and not stopped:
+                clock.spent(kind, 0.0)
             continue
         if kind == "tier":
             upper = cp_model.LinearExpr.Sum([placed[i] for i in range(n_pods) if cluster.pod_priority[i] >= tier])
@@ -318,6 +381,8 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
             cost, n_running = cost_of(tier)
             if per_tier and not n_running:          # no running pod of priority >= tier: nothing to disrupt
                 stages.append(Stage(name, "OPTIMAL", 0.0, 0.0, 0.0))
+                if clock is not None:
+                    clock.spent(kind, 0.0)
                 continue
             model.Minimize(cost)
         model.ClearHints()
@@ -331,12 +396,14 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
         solver = cp_model.CpSolver()
         for key, value in {**DEFAULT_PARAMETERS, **(parameters or {})}.items():
             setattr(solver.parameters, key, value)
-        solver.parameters.max_time_in_seconds = left
+        solver.parameters.max_time_in_seconds = limit
         solver.parameters.num_workers = workers
         solver.parameters.random_seed = seed
         t0 = time.perf_counter()
         status = solver.StatusName(solver.Solve(model))
         wall = time.perf_counter() - t0
+        if clock is not None:
+            clock.spent(kind, wall)
         if status == "UNKNOWN":  # out of time without a solution: keep the previous stage's placement
             stages.append(Stage(name, "UNKNOWN", None, None, wall))
             stopped = True

@@ -15,7 +15,7 @@ from ortools.sat.python import cp_model
 
 from agents.pods import queue_order, replay, sequence, solve
 from agents.pods import cpsat
-from agents.pods.cpsat import complete
+from agents.pods.cpsat import PAPER_TIME_SPLIT, PaperClock, complete
 from digital_twin.pods import InfeasiblePodChangeError
 from tests.pods.conftest import clusters, make_cluster
 from tests.pods.test_gpu_cpsat import brute_force as gpu_brute_force
@@ -223,9 +223,10 @@ def brute_force_per_tier(cluster, place_one_pending=False):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cluster=clusters(max_nodes=3, max_pods=5, gpus=False), one=st.booleans())
-def test_per_tier_disruption_is_the_papers_order_against_brute_force(cluster, one):
-    result = solve(cluster, time_limit_s=5.0, stage_order="per_tier", place_one_pending=one)
+@given(cluster=clusters(max_nodes=3, max_pods=5, gpus=False), one=st.booleans(), split=st.booleans())
+def test_per_tier_disruption_is_the_papers_order_against_brute_force(cluster, one, split):
+    result = solve(cluster, time_limit_s=5.0, stage_order="per_tier", place_one_pending=one,
+                   time_split=PAPER_TIME_SPLIT if split else None)   # each stage's share is ample here
     assert result.status == "OPTIMAL" and result.tiers_optimal
     assert [s.name for s in result.stages] == [f"{k}>={t}" for t in cluster.tiers for k in ("tier", "disruption")]
     placed, cost = brute_force_per_tier(cluster, one)
@@ -301,3 +302,34 @@ def test_an_unproved_bound_never_exceeds_the_pods_of_the_tier():
     assert result.tier_bounds == (2.0, 3.0)          # the 2000 m pod fits no node; 3 pods of priority >= 0 can
     assert result.stages[-1].bound == 0.0
     assert result.placed_by_tier == (2, 0) and not result.tiers_optimal   # a loose bound certifies nothing
+
+
+def test_paper_clock_shares_the_window_as_the_papers_solver():
+    clock = PaperClock(usable=1.0, tiers=2, guaranteed=0.6, move_fraction=0.5)
+    assert clock.cap("tier", left=1.0) == pytest.approx(0.35)       # (0.6 / 2 + 0.4) x 0.5
+    clock.spent("tier", 0.35)                                        # out of the free pool first: 0.05 left there
+    assert clock.cap("disruption", left=0.65) == pytest.approx(0.35)  # the rest of the tier's 0.7
+    clock.spent("disruption", 0.1)                                   # 0.05 free, then 0.05 of the guaranteed pool
+    assert clock.cap("tier", left=0.55) == pytest.approx(0.275)      # all that is left of the guaranteed pool, halved
+    assert clock.cap("tier", left=0.2) == pytest.approx(0.1)         # never more than the window left
+
+
+def test_time_split_gives_each_stage_its_share_and_the_same_optimum():
+    c = make_cluster([(1000, 1000)] * 3, [(400, 300, p % 3) for p in range(9)] + [(700, 10, 2)],
+                     placement=[0, 0, 1, 1, 2, 2, -1, -1, -1, -1])
+    limits, real = [], cp_model.CpSolver.Solve
+
+    def recording(self, model, *args, **kwargs):
+        limits.append(self.parameters.max_time_in_seconds)
+        return real(self, model, *args, **kwargs)
+
+    with mock.patch.object(cp_model.CpSolver, "Solve", recording):
+        split = solve(c, 4.0, stage_order="per_tier", time_split=PAPER_TIME_SPLIT)
+    plain = solve(c, 4.0, stage_order="per_tier")
+    assert split.status == plain.status == "OPTIMAL" and split.placed_by_tier == plain.placed_by_tier
+    # three tiers: the first placement stage may take (0.6 x usable / 3 + 0.4 x usable) / 2 of the ~4 s
+    assert 0.9 < limits[0] < (0.2 + 0.4) * 4.0 / 2 + 1e-6 and all(t < 4.0 for t in limits)
+    with pytest.raises(ValueError, match="time_split is the paper's"):
+        solve(c, 1.0, time_split=PAPER_TIME_SPLIT)                   # the split is per tier: not for the default order
+    with pytest.raises(ValueError, match="each in \\[0, 1\\]"):
+        solve(c, 1.0, stage_order="per_tier", time_split=(0.6, 1.5))

@@ -207,3 +207,18 @@ def test_real_snapshot_beats_greedy_by_far(real_snapshot):
 
 def test_registered_as_beam():
     assert get_planner("beam") is beam_plan
+
+
+def test_a_step_is_not_started_with_less_than_half_of_the_last_ones_time_left():
+    import time
+
+    from agents.vm.beam import _Search
+
+    search = _Search([], budget=1, deadline=time.perf_counter() + 0.5, candidates=1, per_shape=1)
+    assert not search.out_of_time("chunk")                   # the first of a kind always runs
+    search.last_s["chunk"] = 1.2                              # ~0.5 s left, under half of 1.2 s: stop now
+    assert search.out_of_time("chunk") and not search.out_of_time("greedy")
+    search.last_s["chunk"] = 0.9                              # ~0.5 s left is more than half of 0.9 s: go on
+    assert not search.out_of_time("chunk")
+    search.deadline = time.perf_counter() - 1e-3
+    assert search.out_of_time("greedy")                       # past the limit

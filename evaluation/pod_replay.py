@@ -112,8 +112,7 @@ def replay_cluster(config: dict[str, Any]):
     gpu_nodes = np.flatnonzero(full.gpu_count > 0)[:config.get("max_gpu_nodes", 0)]
     nodes = np.concatenate([nodes, gpu_nodes])
     # a pod joins if it fits some node of the subset when empty (CPU-only pods always do on openb's nodes)
-    fits_empty = ((full.pod_cpu[:, None] <= full.cpu_capacity[nodes]) & (full.pod_memory[:, None] <= full.memory_capacity[nodes])
-                  & (full.pod_num_gpu[:, None] <= full.gpu_count[nodes])).any(axis=1)
+    fits_empty = full.fits_empty()[:, nodes].any(axis=1)
     pods = np.flatnonzero((full.pod_num_gpu == 0) | (fits_empty & (len(gpu_nodes) > 0)))
     pods = pods[np.argsort(full.pod_start[pods], kind="stable")][:config["max_pods"]]
     created = np.array([times[full.pod_names[i]][0] for i in pods])

@@ -90,18 +90,18 @@ def compare_cells(rows: list[dict]) -> list[dict]:
     """One entry per window and cell ``(priorities, pods_per_node, nodes)`` of ``rows`` (``paper_protocol`` rows of
     :func:`evaluation.pods.evaluate_pods`): the scenarios, our share (%) of each paper category, and the paper's
     ``better`` / ``kwok_optimal`` for that cell and window (None where it has none)."""
-    cells: dict[tuple, list[dict]] = {}
-    for row in rows:
-        cells.setdefault((row["time_limit_s"], row["priorities"], row["pods_per_node"], row["nodes"]), []).append(row)
+    from evaluation.tables import summarise
+
+    keys = ("time_limit_s", "priorities", "pods_per_node", "nodes")
     out = []
-    for (window, prios, ppn, nodes), members in sorted(cells.items()):
-        entry = {"time_limit_s": window, "priorities": prios, "pods_per_node": ppn, "nodes": nodes,
-                 "scenarios": len(members)}
-        for key, _ in OUTCOME_COLUMNS:
-            entry[key] = 100.0 * float(np.mean([m[key] for m in members]))
-        entry["paper_better_ref"] = paper_cell("better", prios, ppn, nodes, window)
-        entry["paper_kwok_optimal_ref"] = paper_cell("kwok_optimal", prios, ppn, nodes, window)
-        out.append(entry)
+    for entry in summarise(sorted(rows, key=lambda r: tuple(r[k] for k in keys)), keys, [k for k, _ in OUTCOME_COLUMNS]):
+        cell = {k: entry[k] for k in keys}
+        cell["scenarios"] = entry["episodes"]
+        cell.update({k: 100.0 * entry[k]["mean"] for k, _ in OUTCOME_COLUMNS})
+        args = (cell["priorities"], cell["pods_per_node"], cell["nodes"], cell["time_limit_s"])
+        cell["paper_better_ref"] = paper_cell("better", *args)
+        cell["paper_kwok_optimal_ref"] = paper_cell("kwok_optimal", *args)
+        out.append(cell)
     return out
 
 

@@ -287,10 +287,7 @@ def solve(cluster: PodCluster, time_limit_s: float, workers: int = 1, seed: int 
     current = cluster.pod_node.copy()
     current_gpus = list(cluster.pod_gpus)
     n_pods = cluster.num_pods
-    eligible = ((cluster.pod_cpu[:, None] <= cluster.cpu_capacity[None, :])
-                & (cluster.pod_memory[:, None] <= cluster.memory_capacity[None, :])
-                & (cluster.pod_num_gpu[:, None] <= cluster.gpu_count[None, :]))                # (P, N)
-    pods_ix, nodes_ix = np.nonzero(eligible)                                           # pairs, pod-major
+    pods_ix, nodes_ix = np.nonzero(cluster.fits_empty())                              # pairs, pod-major
     model = cp_model.CpModel()
     x = [model.NewBoolVar(f"x{i}_{j}") for i, j in zip(pods_ix.tolist(), nodes_ix.tolist())]
     bounds = np.searchsorted(pods_ix, np.arange(n_pods + 1))

@@ -66,17 +66,13 @@ def neighbourhood(cluster: PodCluster, live: np.ndarray, max_nodes: int) -> np.n
     pods = queue_order(cluster, live[cluster.pending[live]])[:max_nodes]
     cpu_cap, mem_cap = cluster.cpu_capacity.astype(float), cluster.memory_capacity.astype(float)
     gpus = np.maximum(cluster.gpu_count, 1).astype(float)
-    whole_free = (cluster.gpu_free == GPU_FULL).sum(axis=1)                       # (N,)
     short = (np.maximum(cluster.pod_cpu[pods, None] - cluster.cpu_free, 0) / np.maximum(cpu_cap, 1)
              + np.maximum(cluster.pod_memory[pods, None] - cluster.memory_free, 0) / np.maximum(mem_cap, 1))
     gpu_pods = cluster.pod_num_gpu[pods] > 0
-    if gpu_pods.any():   # GPUs short: whole ones for a multi-GPU pod, else GPUs with the pod's share free
-        have = np.where((cluster.pod_num_gpu[pods] > 1)[:, None], whole_free[None, :],
-                        cluster.gpu_fit_counts(cluster.pod_gpu_milli[pods]))
+    if gpu_pods.any():   # GPUs short: of those with the pod's share free, as the twin counts them
+        have = cluster.gpu_fit_counts(cluster.pod_gpu_milli[pods])
         short += np.where(gpu_pods[:, None], np.maximum(cluster.pod_num_gpu[pods, None] - have, 0) / gpus, 0.0)
-    fits_empty = ((cluster.pod_cpu[pods, None] <= cluster.cpu_capacity) & (cluster.pod_memory[pods, None] <= cluster.memory_capacity)
-                  & (cluster.pod_num_gpu[pods, None] <= cluster.gpu_count))
-    short = np.where(fits_empty, short, np.inf)
+    short = np.where(cluster.fits_empty(pods), short, np.inf)
     ranked = np.argsort(short, axis=1, kind="stable")                             # (pods, N): each pod's nodes, nearest first
     by_rank = ranked.T.ravel()                                                    # every pod's nearest, then its second...
     near = np.isfinite(short[np.tile(np.arange(len(pods)), n), by_rank])
@@ -84,7 +80,7 @@ def neighbourhood(cluster: PodCluster, live: np.ndarray, max_nodes: int) -> np.n
     _, first = np.unique(order, return_index=True)
     hosts = order[np.sort(first)][:max(1, max_nodes // 2)]
     room = (cluster.cpu_free / np.maximum(cpu_cap, 1) + cluster.memory_free / np.maximum(mem_cap, 1)
-            + np.where(cluster.gpu_count > 0, whole_free / gpus, 0.0))
+            + np.where(cluster.gpu_count > 0, cluster.gpu_fit_counts(GPU_FULL) / gpus, 0.0))
     rest = np.setdiff1d(np.arange(n), hosts)
     roomy = rest[np.argsort(-room[rest], kind="stable")][:max_nodes - len(hosts)]
     return np.sort(np.concatenate([hosts, roomy]))

@@ -229,6 +229,12 @@ class PodCluster:
         need = np.asarray(gpu_milli)
         return (self.gpu_free[None, :, :] >= need.reshape(-1, 1, 1)).sum(axis=2).reshape(need.shape + (self.num_nodes,))
 
+    def fits_empty(self, pods=None) -> np.ndarray:
+        """(P, N) bool: the nodes each of ``pods`` (indices; default every pod) would fit if the node were empty."""
+        idx = np.arange(self.num_pods) if pods is None else np.asarray(pods, dtype=np.int64)
+        return ((self.pod_cpu[idx, None] <= self.cpu_capacity) & (self.pod_memory[idx, None] <= self.memory_capacity)
+                & (self.pod_num_gpu[idx, None] <= self.gpu_count))
+
     def fits(self, pod: int, free_cpu=None, free_memory=None) -> np.ndarray:
         """(N,) bool: the nodes where Pending-or-not pod ``pod`` would fit now, ignoring where it runs.
 

@@ -157,3 +157,11 @@ def test_copies_and_pickles_keep_the_arrays_on_the_changed_buffer():
         assert twin.pod_node.tolist() == [1, 0] and twin.cpu_free.tolist() == [700, 400]
         assert twin.gpu_free.tolist() == [[1000], [500]] and twin.pod_gpus == [(0,), ()]
         assert c.pod_node.tolist() == [0, -1] and c.gpu_free.tolist() == [[500], [1000]]
+
+
+def test_fits_empty_ignores_what_runs():
+    # node 0 is full, yet every pod fits it empty; the 2-GPU pod only fits the 2-GPU node; the big pod no node
+    c = make_cluster([(1000, 1000), (500, 500)], [(900, 900, 0), (400, 10, 1, 2, 1000), (1200, 10, 0)],
+                     placement=[0, -1, -1], gpus=[2, 0])
+    assert c.fits_empty().tolist() == [[True, False], [True, False], [False, False]]
+    assert c.fits_empty([1]).tolist() == [[True, False]] and not c.fits(1)[1]
